@@ -1,0 +1,132 @@
+import { readFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
+import { multiaddr } from '@multiformats/multiaddr'
+import { ConfigError, UsageError } from './errors.js'
+import { dataDirPaths, defaultDataDir } from '../storage/data-dir.js'
+
+/**
+ * Everything `farmesh start` can be told. Each option comes, in order of
+ * precedence, from a flag, an environment variable, the data directory's
+ * `config.json`, or its default.
+ */
+export interface NodeOptions {
+  data: string
+  site: string
+  listen: string[]
+  peers: string[]
+  mdns: boolean
+  mdnsInterface?: string
+  slots: number
+  render: boolean
+  schedule: boolean
+  /** host:port of the local HTTP API */
+  api: string
+  /** renderers to hide from this host's fingerprint (tests, or broken installs) */
+  disableRenderers: string[]
+  dropFolder?: string
+  debug: boolean
+}
+
+export type OptionInput = Partial<Omit<NodeOptions, 'data'>>
+
+const ENV: Record<keyof OptionInput, string> = {
+  site: 'FARMESH_SITE',
+  listen: 'FARMESH_LISTEN',
+  peers: 'FARMESH_PEERS',
+  mdns: 'FARMESH_MDNS',
+  mdnsInterface: 'FARMESH_MDNS_INTERFACE',
+  slots: 'FARMESH_SLOTS',
+  render: 'FARMESH_RENDER',
+  schedule: 'FARMESH_SCHEDULE',
+  api: 'FARMESH_API',
+  disableRenderers: 'FARMESH_DISABLE_RENDERERS',
+  dropFolder: 'FARMESH_DROP_FOLDER',
+  debug: 'FARMESH_DEBUG'
+}
+
+const LISTS = new Set(['listen', 'peers', 'disableRenderers'])
+const BOOLS = new Set(['mdns', 'render', 'schedule', 'debug'])
+
+function fromEnv (env: NodeJS.ProcessEnv): OptionInput {
+  const out: Record<string, unknown> = {}
+  for (const [key, name] of Object.entries(ENV)) {
+    const v = env[name]
+    if (v == null || v === '') continue
+    if (LISTS.has(key)) out[key] = v.split(',').map(s => s.trim()).filter(Boolean)
+    else if (BOOLS.has(key)) {
+      if (!/^(1|0|true|false|yes|no)$/i.test(v)) throw new UsageError(`${name}: expected true or false, got ${JSON.stringify(v)}`)
+      out[key] = /^(1|true|yes)$/i.test(v)
+    } else if (key === 'slots') out[key] = parseSlots(v, name)
+    else out[key] = v
+  }
+  return out as OptionInput
+}
+
+export function parseSlots (v: string | number, field = '--slots'): number {
+  const n = typeof v === 'number' ? v : Number(v)
+  if (!Number.isInteger(n) || n < 0 || n > 1024) throw new UsageError(`${field}: expected a whole number from 0 to 1024, got ${JSON.stringify(v)}`)
+  return n
+}
+
+async function fromConfigFile (path: string): Promise<OptionInput> {
+  let text: string
+  try { text = await readFile(path, 'utf8') } catch (err: any) {
+    if (err.code === 'ENOENT') return {}
+    throw new ConfigError(`cannot read config file ${path}: ${err.code ?? err.message}`)
+  }
+  let parsed: unknown
+  try { parsed = JSON.parse(text) } catch (err: any) { throw new ConfigError(`config file ${path}: ${err.message}`) }
+  if (typeof parsed !== 'object' || parsed == null || Array.isArray(parsed)) throw new ConfigError(`config file ${path}: expected a JSON object`)
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!(key in ENV)) {
+      // smtp and limits settings are read by the roles that use them
+      if (key === 'smtp') continue
+      throw new ConfigError(`config file ${path}: unknown key ${JSON.stringify(key)}`)
+    }
+    out[key] = value
+  }
+  return out as OptionInput
+}
+
+function checkMultiaddr (value: string, flag: string): void {
+  try { multiaddr(value) } catch (err: any) { throw new UsageError(`${flag}: bad multiaddr ${JSON.stringify(value)}: ${err.message}`) }
+}
+
+export function checkHostPort (value: string, flag = '--api'): void {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value)
+  if (m == null || Number(m[2]) > 65535) throw new UsageError(`${flag}: expected HOST:PORT, got ${JSON.stringify(value)}`)
+}
+
+export async function resolveNodeOptions (flags: OptionInput & { data?: string }, env: NodeJS.ProcessEnv = process.env): Promise<NodeOptions> {
+  const data = flags.data ?? defaultDataDir(env)
+  const file = await fromConfigFile(dataDirPaths(data).config)
+  const merged: OptionInput = { ...file, ...fromEnv(env), ...stripUndefined(flags) }
+  const opts: NodeOptions = {
+    data,
+    site: merged.site ?? 'default',
+    listen: merged.listen != null && merged.listen.length > 0 ? merged.listen : ['/ip4/0.0.0.0/tcp/0'],
+    peers: merged.peers ?? [],
+    mdns: merged.mdns ?? true,
+    mdnsInterface: merged.mdnsInterface,
+    slots: merged.slots != null ? parseSlots(merged.slots) : availableParallelism(),
+    render: merged.render ?? true,
+    schedule: merged.schedule ?? true,
+    api: merged.api ?? '127.0.0.1:0',
+    disableRenderers: merged.disableRenderers ?? [],
+    dropFolder: merged.dropFolder,
+    debug: merged.debug ?? false
+  }
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.site)) throw new UsageError(`--site: expected 1-64 letters, digits, '.', '_' or '-', got ${JSON.stringify(opts.site)}`)
+  for (const l of opts.listen) checkMultiaddr(l, '--listen')
+  for (const p of opts.peers) {
+    checkMultiaddr(p, '--peer')
+    if (!p.includes('/p2p/')) throw new UsageError(`--peer: ${p} must end with /p2p/<peer id>`)
+  }
+  checkHostPort(opts.api)
+  return opts
+}
+
+function stripUndefined<T extends object> (o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}
