@@ -20,6 +20,8 @@ export interface AdvertiserInit {
   site: string
   fingerprint: Fingerprint
   roles: Advert['roles']
+  /** called with the member addresses a peer knows of (peer exchange) */
+  onKnown?: (addresses: string[]) => void
 }
 
 export class Advertiser {
@@ -47,6 +49,7 @@ export class Advertiser {
       // a member speaks only for itself, and only for our site
       if (advert.peerId !== connection.remotePeer.toString() || advert.site !== this.c.site) return
       this.c.table.apply(advert)
+      if (advert.known != null && advert.known.length > 0) this.c.onKnown?.(advert.known)
     })
     this.c.membership.on('join', (peer) => { void this.pushTo(peer) })
     this.c.membership.on('leave', (peer) => { this.c.table.remove(peer) })
@@ -62,7 +65,7 @@ export class Advertiser {
 
   /** Change our advert and tell the site at once. */
   update (change: Partial<Pick<Advert, 'fingerprint' | 'roles' | 'term' | 'draining'>>): void {
-    this.advert = { ...this.advert, ...change, seq: this.advert.seq + 1, addresses: this.addresses() }
+    this.advert = { ...this.advert, ...change, seq: this.advert.seq + 1, addresses: this.addresses(), known: this.known() }
     this.c.table.apply(this.advert)
     this.pushAll()
   }
@@ -75,7 +78,14 @@ export class Advertiser {
 
   /** Our own entry never expires while we run; keep its lastSeen fresh. */
   private refreshSelf (): void {
+    this.advert = { ...this.advert, known: this.known() }
     this.c.table.apply(this.advert)
+  }
+
+  /** One address of each member we know, for peers that do not know them yet. */
+  private known (): string[] {
+    const self = this.advert?.peerId
+    return this.c.table.entries().filter(e => e.advert.peerId !== self).map(e => e.advert.addresses[0]).filter((a): a is string => a != null).slice(0, 256)
   }
 
   private addresses (): string[] {

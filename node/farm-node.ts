@@ -1,6 +1,7 @@
 import './polyfill.js'
 import { hostname } from 'node:os'
 import type { Libp2p } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import { acquireLock, ensureDataDir, type DataDir } from '../storage/data-dir.js'
 import { loadOrCreateIdentity } from '../storage/identity.js'
 import { readSiteSecret } from '../storage/site-secret.js'
@@ -68,7 +69,8 @@ export class FarmNode {
     const fingerprint = await collectFingerprint({ dataDir: this.dir.root, slotsTotal, disabledRenderers: o.disableRenderers })
     this.advertiser = new Advertiser({
       libp2p: this.libp2p, membership, table: this.table, log: this.log, site: o.site, fingerprint,
-      roles: { render: o.render, schedule: o.schedule }
+      roles: { render: o.render, schedule: o.schedule },
+      onKnown: (addrs) => { this.learnPeers(addrs) }
     })
     await this.advertiser.start()
     // re-advertise when a renderer is installed or the licence file changes
@@ -98,6 +100,17 @@ export class FarmNode {
     this.log.info(`farmesh node ${this.peerId} on ${hostname()} joined site ${o.site}${secret != null ? ' (private)' : ''}`)
     for (const a of this.libp2p.getMultiaddrs()) this.log.info(`listening on ${a.toString()}`)
     this.log.info(`API on ${this.api.url}`)
+  }
+
+  /** Peer exchange: dial members other members know of, so `--peer` to one host is enough. */
+  private learnPeers (addrs: string[]): void {
+    for (const text of addrs) {
+      try {
+        const ma = multiaddr(text)
+        const peer = ma.getComponents().find(c => c.name === 'p2p')?.value
+        if (peer != null && peer !== this.peerId && !this.membership.isMember(peer)) this.dialer?.add(peer, [ma])
+      } catch {}
+    }
   }
 
   private readonly roleHooks: Array<() => Promise<void>> = []

@@ -1,4 +1,35 @@
+import { join } from 'node:path'
 import type { FarmNode } from './farm-node.js'
+import { SiteClient } from './site-client.js'
+import { JobStore } from '../storage/job-store.js'
+import { BlobStore } from '../storage/blob-store.js'
+import { SchedulerRole } from './scheduler/scheduler-role.js'
+import { RendererRole } from './render/renderer-role.js'
+import { OriginRole } from './origin/origin-role.js'
+import { registerJobRoutes } from './jobs-api.js'
 
-/** Plug the roles a node runs into it: renderer, scheduler, origin. */
-export function attachRoles (_node: FarmNode): void {}
+/**
+ * Plug the roles every node runs into it: origin (jobs submitted here),
+ * renderer (its slots) and scheduler (active only on the node the site
+ * chose). They share one job database and one content store.
+ */
+export function attachRoles (node: FarmNode): void {
+  node.onStart(async () => {
+    const store = new JobStore(node.dir.db)
+    await store.open()
+    const blobs = new BlobStore(join(node.dir.blobs))
+    await blobs.init()
+    const client = new SiteClient(node)
+    const origin = new OriginRole(node, store, blobs, client)
+    const renderer = new RendererRole(node, blobs, client, origin.sink)
+    const scheduler = new SchedulerRole(node, store, client)
+    await origin.start()
+    await renderer.start()
+    await scheduler.start()
+    registerJobRoutes(node.api, client, origin, renderer)
+    node.onStop(async () => {
+      await renderer.stop()
+      await store.close()
+    })
+  })
+}

@@ -29,6 +29,8 @@ export interface Advert {
   /** the node's scheduler term once elections exist; 0 for now */
   term: number
   draining?: boolean
+  /** addresses of the other members this node is connected to: peer exchange, so a site connected through one `--peer` becomes a full mesh */
+  known?: string[]
 }
 
 const pos = (v: unknown, f: string): number => num(v, f, 0)
@@ -70,6 +72,7 @@ export function parseAdvert (v: unknown): Advert {
     leaving: bool(o.leaving, 'leaving'),
     term: int(o.term, 'term'),
     draining: o.draining === undefined ? undefined : bool(o.draining, 'draining'),
+    known: o.known === undefined ? undefined : arr(o.known, 'known', 256, (a, f) => str(a, f, 512)),
   }
 }
 

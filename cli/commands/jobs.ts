@@ -1,0 +1,73 @@
+import { connectApi } from '../api-client.js'
+import { duration, shortId, table } from '../format.js'
+import { UsageError } from '../../node/errors.js'
+import type { Command } from '../command.js'
+
+export const jobs: Command = {
+  name: 'jobs',
+  summary: 'the site\'s queues: queued, active, done, failed, killed jobs in priority order',
+  usage: 'jobs [--data DIR] [--json]',
+  options: {},
+  async run ({ data, json }, out) {
+    const api = await connectApi(data)
+    const list = await api.call<any[]>('GET', '/v1/jobs')
+    if (json) { out.json(list); return }
+    out.print(table(['ID', 'NAME', 'STATE', 'PRI', 'FRAMES', 'USER', 'ORIGIN'], list.map(j => [
+      j.id, j.name, j.state, String(j.priority), `${j.frames.done}/${j.frames.total}${j.frames.running > 0 ? ` (${j.frames.running} running)` : ''}${j.frames.failed > 0 ? ` ${j.frames.failed} failed` : ''}`, j.user, shortId(j.origin)
+    ])))
+  }
+}
+
+export const job: Command = {
+  name: 'job',
+  summary: 'one job: state, progress, every frame with its host, attempts, times and errors',
+  usage: 'job ID [--data DIR] [--json]',
+  positionals: [1, 1],
+  options: {},
+  async run ({ data, json, positionals }, out) {
+    const api = await connectApi(data)
+    const j = await api.call('GET', `/v1/jobs/${encodeURIComponent(positionals[0])}`)
+    if (json) { out.json(j); return }
+    out.print(`job       ${j.id}  ${j.name}`)
+    out.print(`state     ${j.state}${j.reason != null ? ` — ${j.reason}` : ''}`)
+    out.print(`priority  ${j.priority}   user ${j.user}   renderer ${j.renderer}`)
+    out.print(`frames    ${j.frames.filter((f: any) => f.state === 'done').length}/${j.frames.length} done`)
+    out.print('')
+    out.print(table(['FRAMES', 'STATE', 'HOST', 'TRIES', 'TIME', 'CPU', 'ERROR'], j.tasks.map((t: any) => [
+      t.frames.length > 1 ? `${t.frames[0]}-${t.frames[t.frames.length - 1]}` : String(t.frames[0]),
+      t.state === 'running' ? `running ${Math.round(t.progress * 100)}%` : t.state,
+      t.host != null ? shortId(t.host) : '-', String(t.attempts),
+      t.stats != null ? duration(t.stats.wallSeconds) : '-', t.stats != null ? `${t.stats.cpuSeconds.toFixed(1)}s` : '-',
+      t.errors.length > 0 ? t.errors[t.errors.length - 1].slice(0, 80) : ''
+    ])))
+  }
+}
+
+function control (name: string, summary: string, usage: string, positionals: [number, number], options: Command['options'], body: (v: any, p: string[]) => { path: string, body?: unknown }, show: (r: any) => string): Command {
+  return {
+    name, summary, usage, positionals, options,
+    async run ({ data, json, values, positionals: p }, out) {
+      const api = await connectApi(data)
+      const req = body(values, p)
+      const res = await api.call('POST', req.path, req.body ?? {})
+      if (json) out.json(res)
+      else out.print(show(res))
+    }
+  }
+}
+
+export const kill = control('kill', 'stop a job: its running frames stop everywhere', 'kill ID [--data DIR] [--json]', [1, 1], {},
+  (_v, [id]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/kill` }), r => `job ${r.id} ${r.state}`)
+
+export const retry = control('retry', 'queue a job\'s failed frames (or the named ones) again', 'retry ID [--frames F] [--data DIR] [--json]', [1, 1], { frames: { type: 'string' } },
+  (v, [id]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/retry`, body: { frames: v.frames } }), r => `job ${r.id}: ${r.retried} frame(s) queued again`)
+
+export const priority = control('priority', 'change a job\'s priority (lower is more urgent)', 'priority ID N [--data DIR] [--json]', [2, 2], {},
+  (_v, [id, n]) => {
+    const p = Number(n)
+    if (!Number.isInteger(p) || p < 0 || p > 1000) throw new UsageError(`priority: expected an integer from 0 to 1000, got ${JSON.stringify(n)}`)
+    return { path: `/v1/jobs/${encodeURIComponent(id)}/priority`, body: { priority: p } }
+  }, r => `job ${r.id} priority ${r.priority}`)
+
+export const fetchOutputs = control('fetch', 'copy a job\'s outputs into DIR (on the host it was submitted from)', 'fetch ID DIR [--data DIR] [--json]', [2, 2], {},
+  (_v, [id, dir]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/fetch`, body: { dir: (dir.startsWith('/') ? dir : `${process.cwd()}/${dir}`) } }), r => `${r.files} file(s) copied to ${r.dir}`)

@@ -1,0 +1,44 @@
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { ApiError } from './errors.js'
+import type { ApiServer } from './api-server.js'
+import type { SiteClient } from './site-client.js'
+import type { OriginRole } from './origin/origin-role.js'
+import type { RendererRole } from './render/renderer-role.js'
+
+/**
+ * API routes for jobs. Submissions are taken by this node as the job's
+ * origin; queries and control go to the site's scheduler, wherever it runs.
+ */
+export function registerJobRoutes (api: ApiServer, client: SiteClient, origin: OriginRole, renderer: RendererRole): void {
+  api.route('POST', '/v1/jobs', async ({ body }) => await origin.submit(body))
+  api.route('GET', '/v1/jobs', async () => await client.scheduler({ op: 'jobs' }))
+  api.route('GET', '/v1/jobs/:id', async ({ params }) => await client.scheduler({ op: 'job', id: params.id }))
+  api.route('POST', '/v1/jobs/:id/kill', async ({ params }) => await client.scheduler({ op: 'control', id: params.id, action: 'kill' }))
+  api.route('POST', '/v1/jobs/:id/retry', async ({ params, body }) => await client.scheduler({ op: 'control', id: params.id, action: 'retry', frames: (body as any)?.frames }))
+  api.route('POST', '/v1/jobs/:id/priority', async ({ params, body }) => {
+    const p = (body as any)?.priority
+    if (!Number.isInteger(p) || p < 0 || p > 1000) throw new ApiError('priority: expected an integer from 0 to 1000', 400)
+    return await client.scheduler({ op: 'control', id: params.id, action: 'priority', priority: p })
+  })
+  api.route('POST', '/v1/jobs/:id/fetch', async ({ params, body }) => {
+    const dir = (body as any)?.dir
+    if (typeof dir !== 'string' || dir === '') throw new ApiError('dir: expected a directory path', 400)
+    return await origin.fetch(params.id, dir)
+  })
+  api.route('GET', '/v1/jobs/:id/outputs', async ({ params }) => {
+    const job = await origin.outputs(params.id)
+    if (job == null) throw new ApiError(`job ${params.id} was not submitted on this node`, 404)
+    return { id: job.id, outputs: job.outputs, finished: job.finished ?? null }
+  })
+  api.route('GET', '/v1/jobs/:id/outputs/:name', async ({ params, res }) => {
+    const job = await origin.outputs(params.id)
+    if (job?.outputs[params.name] == null) throw new ApiError(`no output ${params.name} for job ${params.id} here`, 404)
+    const path = origin.outputPath(params.id, params.name)
+    const st = await stat(path)
+    res.writeHead(200, { 'content-type': params.name.endsWith('.png') ? 'image/png' : 'application/octet-stream', 'content-length': st.size })
+    createReadStream(path).pipe(res)
+    return undefined
+  })
+  api.route('GET', '/v1/running', () => renderer.list())
+}

@@ -1,0 +1,196 @@
+import { mkdir, rm, stat } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { FarmNode } from '../farm-node.js'
+import type { SiteClient } from '../site-client.js'
+import type { BlobStore } from '../../storage/blob-store.js'
+import { RENDER_PROTOCOL, serveRenderer, type DispatchTask, type RenderRequest, type RunningTask } from '../../protocols/render-rpc.js'
+import { fetchBlob } from '../../protocols/blob.js'
+import { adapterFor } from '../renderers/registry.js'
+import { runTask, type TaskResult } from '../renderers/run-task.js'
+import type { RenderTask } from '../renderers/adapter.js'
+import type { ReportRequest } from '../../protocols/scheduler-rpc.js'
+
+/**
+ * The render server of one host (the patent's FIGURE 2): N slots, each
+ * running one task at a time as a child process. A task pushed by the
+ * scheduler fetches the inputs it lacks from the job's origin by hash
+ * (cached and verified), renders, streams every output back to the origin,
+ * and only then reports the task done, so "done" always means "stored at the
+ * origin". Slot changes reach the site's resource tables at once.
+ */
+export interface OutputSink {
+  /** store an output at the origin; false when a copy was already stored there */
+  (origin: string, header: { jobId: string, frame: number, name: string, size: number, hash: string, attempt: string, host: string }, file: string, signal: AbortSignal): Promise<boolean>
+}
+
+interface Running { task: DispatchTask, abort: AbortController, progress: number }
+
+const BUILTIN_CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'renderers', 'builtin-cli.js')
+const REPORT_RETRY_MS = 1_000
+const REPORT_GIVE_UP_MS = 10 * 60_000
+
+export class RendererRole {
+  private readonly running = new Map<string, Running>()
+  private readonly inputsReady = new Map<string, Promise<string>>()
+  private stopped = false
+
+  constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly outputs: OutputSink) {}
+
+  get slots (): number { return this.node.opts.render ? this.node.opts.slots : 0 }
+
+  async start (): Promise<void> {
+    await this.node.membership.handle(RENDER_PROTOCOL, async (stream, connection) => {
+      const from = connection.remotePeer.toString()
+      await serveRenderer(stream, async (req) => await this.answer(req, from))
+    })
+    this.client.local.renderer = async (req, from) => await this.answer(req, from)
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    for (const r of this.running.values()) r.abort.abort()
+  }
+
+  list (): RunningTask[] {
+    return [...this.running.values()].map(r => ({ jobId: r.task.jobId, index: r.task.index, attemptId: r.task.attemptId, progress: r.progress }))
+  }
+
+  private async answer (req: RenderRequest, from: string): Promise<unknown> {
+    switch (req.op) {
+      case 'running': return this.list()
+      case 'kill': {
+        let killed = 0
+        for (const r of this.running.values()) {
+          if (r.task.jobId === req.jobId && (req.index == null || r.task.index === req.index)) { r.abort.abort(); killed++ }
+        }
+        return { killed }
+      }
+      case 'dispatch': {
+        if (this.stopped || this.running.size >= this.slots) return { accepted: false, reason: `no free slot (${this.running.size}/${this.slots} busy)` }
+        const k = `${req.task.jobId}#${req.task.index}`
+        if (this.running.has(k)) return { accepted: false, reason: 'task already running here' }
+        const r: Running = { task: req.task, abort: new AbortController(), progress: 0 }
+        this.running.set(k, r)
+        this.node.advertiser.setSlotsBusy(this.running.size)
+        void this.execute(r, from).finally(() => {
+          this.running.delete(k)
+          this.node.advertiser.setSlotsBusy(this.running.size)
+        })
+        return { accepted: true }
+      }
+    }
+  }
+
+  private async execute (r: Running, scheduler: string): Promise<void> {
+    const { task } = r
+    const base: Omit<ReportRequest, 'kind'> = { op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId }
+    let result: TaskResult | undefined
+    try {
+      const inputDir = await this.prepareInputs(task, r.abort.signal)
+      const outputDir = join(this.node.dir.work, task.jobId, 'out', `${task.index}-${task.attemptId}`)
+      await mkdir(outputDir, { recursive: true })
+      void this.report({ ...base, kind: 'started' }, scheduler, false)
+      result = await this.render(r, inputDir, outputDir)
+      if (!result.ok) {
+        await this.report({ ...base, kind: 'failed', error: result.error ?? (result.missing.length > 0 ? `no output written: ${result.missing.map(m => basename(m)).join(', ')}` : `exit code ${String(result.exitCode)}`), logTail: result.logTail, stats: stats(result) }, scheduler)
+        return
+      }
+      const names: string[] = []
+      for (const [i, file] of result.outputs.entries()) {
+        const hash = await sha256File(file)
+        const { size } = await stat(file)
+        await this.outputs(task.origin, { jobId: task.jobId, frame: task.frames[Math.min(i, task.frames.length - 1)], name: basename(file), size, hash, attempt: task.attemptId, host: this.node.peerId }, file, r.abort.signal)
+        names.push(basename(file))
+      }
+      await this.report({ ...base, kind: 'done', logTail: result.logTail, stats: stats(result), outputs: names }, scheduler)
+      await rm(outputDir, { recursive: true, force: true })
+    } catch (err: any) {
+      if (r.abort.signal.aborted) return // killed: the scheduler already knows
+      await this.report({ ...base, kind: 'failed', error: err.message, logTail: result?.logTail, stats: result != null ? stats(result) : undefined }, scheduler)
+    }
+  }
+
+  /** Render the task; a chunk with a frame step runs one process per frame. */
+  private async render (r: Running, inputDir: string, outputDir: string): Promise<TaskResult> {
+    const { task } = r
+    const adapter = adapterFor(task.renderer, { builtinCli: BUILTIN_CLI })
+    const contiguous = task.frames.every((f, i) => i === 0 || f === task.frames[i - 1] + 1)
+    const ranges = contiguous ? [[task.frames[0], task.frames[task.frames.length - 1]]] : task.frames.map(f => [f, f])
+    let last: TaskResult | undefined
+    const all: string[] = []
+    for (const [n, [start, end]] of ranges.entries()) {
+      const rt: RenderTask = {
+        scene: join(inputDir, task.scene), inputDir, outputDir, start, end,
+        clockStart: task.jobStart, clockEnd: task.jobEnd,
+        width: task.width, height: task.height, outputPattern: task.outputPattern, command: task.command, allowScripts: task.allowScripts
+      }
+      let lastSent = 0
+      last = await runTask(adapter, rt, {
+        signal: r.abort.signal,
+        timeoutMs: task.timeoutSec != null ? task.timeoutSec * 1000 * (end - start + 1) : undefined,
+        onProgress: (p) => {
+          r.progress = (n + p) / ranges.length
+          const now = Date.now()
+          if (now - lastSent < 500) return
+          lastSent = now
+          void this.report({ op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId, kind: 'progress', progress: r.progress }, undefined, false)
+        }
+      })
+      all.push(...last.outputs)
+      if (!last.ok) return last
+    }
+    return { ...(last as TaskResult), outputs: all }
+  }
+
+  /** Materialize the job's inputs once per job: fetched by hash, verified, hard-linked. */
+  private async prepareInputs (task: DispatchTask, signal: AbortSignal): Promise<string> {
+    const dir = join(this.node.dir.work, task.jobId, 'in')
+    let ready = this.inputsReady.get(task.jobId)
+    if (ready == null) {
+      ready = (async () => {
+        for (const input of task.inputs) {
+          if (!(await this.blobs.has(input.hash))) {
+            const conn = await this.client.connection(task.origin, signal)
+            await fetchBlob(conn, input.hash, this.blobs, { signal })
+          }
+          await this.blobs.materialize(input.hash, join(dir, ...input.path.split('/')))
+        }
+        return dir
+      })()
+      this.inputsReady.set(task.jobId, ready)
+      ready.catch(() => { this.inputsReady.delete(task.jobId) })
+    }
+    return await ready
+  }
+
+  /** Tell the scheduler; results are retried until it answers, progress is best effort. */
+  private async report (req: ReportRequest, _scheduler: string | undefined, retry = true): Promise<void> {
+    const deadline = Date.now() + REPORT_GIVE_UP_MS
+    while (true) {
+      try {
+        await this.client.scheduler(req)
+        return
+      } catch (err: any) {
+        if (!retry || this.stopped || Date.now() > deadline) {
+          if (retry) this.node.log.error(`could not report ${req.jobId}/${req.index} ${req.kind}: ${err.message}`)
+          return
+        }
+        await new Promise(resolve => setTimeout(resolve, REPORT_RETRY_MS))
+      }
+    }
+  }
+}
+
+function stats (r: TaskResult): ReportRequest['stats'] {
+  return { exitCode: r.exitCode, cpuSeconds: r.cpuSeconds, peakRssBytes: r.peakRssBytes, ioReadBytes: r.ioReadBytes, ioWriteBytes: r.ioWriteBytes, wallSeconds: r.wallSeconds }
+}
+
+async function sha256File (file: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer)
+  return h.digest('hex')
+}
+

@@ -1,0 +1,75 @@
+import { Level } from 'level'
+import type { JobRecord, TaskRecord } from '../node/jobs/job-model.js'
+
+/**
+ * Everything a node keeps about jobs, in one level database in its data
+ * directory. Writes are awaited before anything is acknowledged, so a crash
+ * loses nothing that was confirmed.
+ *
+ * - `sched-jobs`, `sched-tasks`: the scheduler's queue and task states
+ * - `origin-jobs`: jobs submitted on this node, and which outputs arrived
+ */
+export interface OriginJob {
+  id: string
+  name: string
+  submittedAt: number
+  outputs: Record<string, { frame: number, size: number, hash: string, host: string, storedAt: number }>
+  finished?: { state: string, at: number, reason?: string }
+  notify: string[]
+  summary?: unknown
+}
+
+const taskKey = (jobId: string, index: number): string => `${jobId}:${String(index).padStart(8, '0')}`
+
+export class JobStore {
+  private readonly db: Level<string, any>
+  private readonly jobs
+  private readonly tasks
+  private readonly origin
+  private readonly meta
+
+  constructor (path: string) {
+    this.db = new Level<string, any>(path, { valueEncoding: 'json' })
+    this.jobs = this.db.sublevel<string, JobRecord>('sched-jobs', { valueEncoding: 'json' })
+    this.tasks = this.db.sublevel<string, TaskRecord>('sched-tasks', { valueEncoding: 'json' })
+    this.origin = this.db.sublevel<string, OriginJob>('origin-jobs', { valueEncoding: 'json' })
+    this.meta = this.db.sublevel<string, number>('meta', { valueEncoding: 'json' })
+  }
+
+  async open (): Promise<void> { await this.db.open() }
+  async close (): Promise<void> { await this.db.close() }
+
+  async nextSeq (): Promise<number> {
+    const seq = ((await this.meta.get('seq')) ?? 0) + 1
+    await this.meta.put('seq', seq)
+    return seq
+  }
+
+  /** A new job and all its tasks, atomically. */
+  async createJob (job: JobRecord, tasks: TaskRecord[]): Promise<void> {
+    await this.db.batch([
+      { type: 'put', sublevel: this.jobs, key: job.id, value: job },
+      ...tasks.map(t => ({ type: 'put' as const, sublevel: this.tasks, key: taskKey(t.jobId, t.index), value: t }))
+    ])
+  }
+
+  async putJob (job: JobRecord): Promise<void> { await this.jobs.put(job.id, job) }
+
+  async putTasks (tasks: TaskRecord[], job?: JobRecord): Promise<void> {
+    await this.db.batch([
+      ...(job != null ? [{ type: 'put' as const, sublevel: this.jobs, key: job.id, value: job }] : []),
+      ...tasks.map(t => ({ type: 'put' as const, sublevel: this.tasks, key: taskKey(t.jobId, t.index), value: t }))
+    ])
+  }
+
+  async allJobs (): Promise<JobRecord[]> { return await this.jobs.values().all() }
+
+  async tasksOf (jobId: string): Promise<TaskRecord[]> {
+    return await this.tasks.values({ gte: `${jobId}:`, lt: `${jobId};` }).all()
+  }
+
+  async putOrigin (job: OriginJob): Promise<void> { await this.origin.put(job.id, job) }
+  async getOrigin (id: string): Promise<OriginJob | undefined> { return await this.origin.get(id) }
+  async allOrigin (): Promise<OriginJob[]> { return await this.origin.values().all() }
+  async deleteOrigin (id: string): Promise<void> { await this.origin.del(id) }
+}
