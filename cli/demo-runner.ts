@@ -118,6 +118,7 @@ export async function runDemo (o: DemoOptions): Promise<{ wallSeconds: number, o
 
     await submitter.call('POST', `/v1/jobs/${id}/fetch`, { dir: join(outDir, 'frames') })
     const pngs = (await readdir(join(outDir, 'frames'))).filter(n => n.endsWith('.png')).sort().map(n => join(outDir, 'frames', n))
+    if (pngs.length !== o.frames) throw new Error(`demo: expected ${o.frames} frames at the submitter, found ${pngs.length}`)
     await writeFile(join(outDir, 'contact-sheet.png'), contactSheet(pngs, { columns: 8, thumbWidth: 160 }))
     const images = await Promise.all(pngs.map(async p => downscale(decodePng(await readFile(p)), 160, 90)))
     await writeFile(join(outDir, 'preview.gif'), encodeAnimatedGif(images, { delayMs: 80 }))

@@ -23,6 +23,7 @@ import type { OutputSink } from '../render/renderer-role.js'
  */
 export class OriginRole {
   private smtp?: SmtpSettings
+  private lock: Promise<unknown> = Promise.resolve()
 
   constructor (private readonly node: FarmNode, private readonly store: JobStore, private readonly blobs: BlobStore, private readonly client: SiteClient) {}
 
@@ -50,10 +51,19 @@ export class OriginRole {
 
   /** Record an output once its bytes are safely in place. */
   async recordOutput (h: OutputHeader): Promise<void> {
-    const job = await this.store.getOrigin(h.jobId)
-    if (job == null) return
-    job.outputs[h.name] = { frame: h.frame, size: h.size, hash: h.hash, host: h.host, storedAt: Date.now() }
-    await this.store.putOrigin(job)
+    await this.serial(async () => {
+      const job = await this.store.getOrigin(h.jobId)
+      if (job == null) return
+      job.outputs[h.name] = { frame: h.frame, size: h.size, hash: h.hash, host: h.host, storedAt: Date.now() }
+      await this.store.putOrigin(job)
+    })
+  }
+
+  /** Origin records are read, changed and written back: one change at a time, or outputs get lost. */
+  private serial<T> (fn: () => Promise<T>): Promise<T> {
+    const p = this.lock.then(fn, fn)
+    this.lock = p.catch(() => {})
+    return p
   }
 
   /** The renderers' way to hand an output to an origin, local or remote. */
@@ -90,12 +100,15 @@ export class OriginRole {
   }
 
   private async finished (req: FinishedRequest): Promise<unknown> {
-    const job = await this.store.getOrigin(req.jobId)
-    if (job == null) return { known: false }
-    if (job.finished?.state === req.state) return { known: true }
-    job.finished = { state: req.state, at: Date.now(), reason: req.reason }
-    job.summary = req.summary
-    await this.store.putOrigin(job)
+    const job = await this.serial(async () => {
+      const job = await this.store.getOrigin(req.jobId)
+      if (job == null || job.finished?.state === req.state) return undefined
+      job.finished = { state: req.state, at: Date.now(), reason: req.reason }
+      job.summary = req.summary
+      await this.store.putOrigin(job)
+      return job
+    })
+    if (job == null) return { known: true }
     this.node.log.info(`job ${job.id} (${job.name}) ${req.state}: ${Object.keys(job.outputs).length} output(s) in ${join(this.node.dir.outputs, job.id)}`)
     if (job.notify.length > 0) void this.notify(job, req)
     return { known: true }

@@ -75,16 +75,19 @@ export class RendererRole {
         const r: Running = { task: req.task, abort: new AbortController(), progress: 0 }
         this.running.set(k, r)
         this.node.advertiser.setSlotsBusy(this.running.size)
-        void this.execute(r, from).finally(() => {
+        void this.execute(r).then(async (final) => {
+          // free the slot before reporting: the report makes the scheduler refill it at once
           this.running.delete(k)
           this.node.advertiser.setSlotsBusy(this.running.size)
+          if (final != null) await this.report(final)
         })
         return { accepted: true }
       }
     }
   }
 
-  private async execute (r: Running, scheduler: string): Promise<void> {
+  /** Run the task; resolves with the final report to send, or undefined when it was killed. */
+  private async execute (r: Running): Promise<ReportRequest | undefined> {
     const { task } = r
     const base: Omit<ReportRequest, 'kind'> = { op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId }
     let result: TaskResult | undefined
@@ -92,11 +95,11 @@ export class RendererRole {
       const inputDir = await this.prepareInputs(task, r.abort.signal)
       const outputDir = join(this.node.dir.work, task.jobId, 'out', `${task.index}-${task.attemptId}`)
       await mkdir(outputDir, { recursive: true })
-      void this.report({ ...base, kind: 'started' }, scheduler, false)
+      void this.report({ ...base, kind: 'started' }, false)
       result = await this.render(r, inputDir, outputDir)
       if (!result.ok) {
-        await this.report({ ...base, kind: 'failed', error: result.error ?? (result.missing.length > 0 ? `no output written: ${result.missing.map(m => basename(m)).join(', ')}` : `exit code ${String(result.exitCode)}`), logTail: result.logTail, stats: stats(result) }, scheduler)
-        return
+        if (r.abort.signal.aborted) return undefined
+        return { ...base, kind: 'failed', error: result.error ?? (result.missing.length > 0 ? `no output written: ${result.missing.map(m => basename(m)).join(', ')}` : `exit code ${String(result.exitCode)}`), logTail: result.logTail, stats: stats(result) }
       }
       const names: string[] = []
       for (const [i, file] of result.outputs.entries()) {
@@ -105,11 +108,11 @@ export class RendererRole {
         await this.outputs(task.origin, { jobId: task.jobId, frame: task.frames[Math.min(i, task.frames.length - 1)], name: basename(file), size, hash, attempt: task.attemptId, host: this.node.peerId }, file, r.abort.signal)
         names.push(basename(file))
       }
-      await this.report({ ...base, kind: 'done', logTail: result.logTail, stats: stats(result), outputs: names }, scheduler)
       await rm(outputDir, { recursive: true, force: true })
+      return { ...base, kind: 'done', logTail: result.logTail, stats: stats(result), outputs: names }
     } catch (err: any) {
-      if (r.abort.signal.aborted) return // killed: the scheduler already knows
-      await this.report({ ...base, kind: 'failed', error: err.message, logTail: result?.logTail, stats: result != null ? stats(result) : undefined }, scheduler)
+      if (r.abort.signal.aborted) return undefined // killed: the scheduler already knows
+      return { ...base, kind: 'failed', error: err.message, logTail: result?.logTail, stats: result != null ? stats(result) : undefined }
     }
   }
 
@@ -136,7 +139,7 @@ export class RendererRole {
           const now = Date.now()
           if (now - lastSent < 500) return
           lastSent = now
-          void this.report({ op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId, kind: 'progress', progress: r.progress }, undefined, false)
+          void this.report({ op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId, kind: 'progress', progress: r.progress }, false)
         }
       })
       all.push(...last.outputs)
@@ -167,7 +170,7 @@ export class RendererRole {
   }
 
   /** Tell the scheduler; results are retried until it answers, progress is best effort. */
-  private async report (req: ReportRequest, _scheduler: string | undefined, retry = true): Promise<void> {
+  private async report (req: ReportRequest, retry = true): Promise<void> {
     const deadline = Date.now() + REPORT_GIVE_UP_MS
     while (true) {
       try {

@@ -25,7 +25,7 @@ export class NoMatchingHostError extends Error {
 }
 
 const HOST_FAILURES_TO_EXCLUDE = 2
-const DISPATCH_COOLDOWN_MS = 2_000
+const DISPATCH_COOLDOWN_MS = 500
 
 export class SchedulerRole {
   private active = false
