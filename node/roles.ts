@@ -7,6 +7,7 @@ import { SchedulerRole } from './scheduler/scheduler-role.js'
 import { RendererRole } from './render/renderer-role.js'
 import { OriginRole } from './origin/origin-role.js'
 import { registerJobRoutes } from './jobs-api.js'
+import { DropFolder } from './origin/drop-folder.js'
 
 /**
  * Plug the roles every node runs into it: origin (jobs submitted here),
@@ -27,7 +28,11 @@ export function attachRoles (node: FarmNode): void {
     await renderer.start()
     await scheduler.start()
     registerJobRoutes(node.api, client, origin, renderer)
+    const drop = node.opts.dropFolder != null ? new DropFolder(node.opts.dropFolder, async (spec) => await origin.submit({ spec }) as { id: string }, node.log) : undefined
+    // the drop folder submits through the scheduler: start it once the site had a moment to form
+    if (drop != null) setTimeout(() => { void drop.start().catch((err: any) => { node.log.error(`drop folder: ${err.message}`) }) }, 1_000).unref()
     node.onStop(async () => {
+      drop?.stop()
       await renderer.stop()
       await store.close()
     })

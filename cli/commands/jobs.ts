@@ -21,12 +21,22 @@ export const jobs: Command = {
 export const job: Command = {
   name: 'job',
   summary: 'one job: state, progress, every frame with its host, attempts, times and errors',
-  usage: 'job ID [--data DIR] [--json]',
+  usage: 'job ID [--log FRAME] [--data DIR] [--json]',
   positionals: [1, 1],
-  options: {},
-  async run ({ data, json, positionals }, out) {
+  options: { log: { type: 'string' } },
+  async run ({ data, json, positionals, values }, out) {
     const api = await connectApi(data)
     const j = await api.call('GET', `/v1/jobs/${encodeURIComponent(positionals[0])}`)
+    if (values.log != null) {
+      const frame = Number(values.log)
+      const t = (j.tasks as any[]).find(x => x.frames.includes(frame))
+      if (t == null) throw new UsageError(`--log: job ${j.id} has no frame ${values.log}`)
+      if (json) { out.json({ frame, host: t.host, state: t.state, errors: t.errors, logTail: t.logTail, stats: t.stats }); return }
+      out.print(`frame ${frame}: ${t.state} on ${t.host ?? '-'} after ${t.attempts} attempt(s)${t.stats != null ? `, exit ${String(t.stats.exitCode)}, ${t.stats.cpuSeconds.toFixed(2)} s CPU, peak ${(t.stats.peakRssBytes / 2 ** 20).toFixed(0)} MiB` : ''}`)
+      for (const e of t.errors) out.print(`error: ${e}`)
+      for (const line of t.logTail) out.print(`| ${line}`)
+      return
+    }
     if (json) { out.json(j); return }
     out.print(`job       ${j.id}  ${j.name}`)
     out.print(`state     ${j.state}${j.reason != null ? ` — ${j.reason}` : ''}`)
