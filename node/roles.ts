@@ -33,6 +33,7 @@ export function attachRoles (node: FarmNode): void {
     if (drop != null) setTimeout(() => { void drop.start().catch((err: any) => { node.log.error(`drop folder: ${err.message}`) }) }, 1_000).unref()
     node.onStop(async () => {
       drop?.stop()
+      scheduler.stop()
       await renderer.stop()
       await store.close()
     })

@@ -169,20 +169,27 @@ export class RendererRole {
     return await ready
   }
 
-  /** Tell the scheduler; results are retried until it answers, progress is best effort. */
+  /**
+   * Tell the scheduler. Results are retried until the scheduler answers; a
+   * scheduler that does not know the job (another node standing in while
+   * the real one restarts) is asked again too. Progress is best effort.
+   */
   private async report (req: ReportRequest, retry = true): Promise<void> {
     const deadline = Date.now() + REPORT_GIVE_UP_MS
     while (true) {
+      let why: string
       try {
-        await this.client.scheduler(req)
-        return
+        const res = await this.client.scheduler<{ accepted: boolean, reason?: string }>(req)
+        if (res.accepted || res.reason !== 'unknown task') return
+        why = 'the scheduler does not know this job (yet)'
       } catch (err: any) {
-        if (!retry || this.stopped || Date.now() > deadline) {
-          if (retry) this.node.log.error(`could not report ${req.jobId}/${req.index} ${req.kind}: ${err.message}`)
-          return
-        }
-        await new Promise(resolve => setTimeout(resolve, REPORT_RETRY_MS))
+        why = err.message
       }
+      if (!retry || this.stopped || Date.now() > deadline) {
+        if (retry) this.node.log.error(`could not report ${req.jobId}/${req.index} ${req.kind}: ${why}`)
+        return
+      }
+      await new Promise(resolve => setTimeout(resolve, REPORT_RETRY_MS))
     }
   }
 }

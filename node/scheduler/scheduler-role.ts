@@ -26,6 +26,8 @@ export class NoMatchingHostError extends Error {
 
 const HOST_FAILURES_TO_EXCLUDE = 2
 const DISPATCH_COOLDOWN_MS = 500
+/** how often running tasks are checked against what their hosts say they run */
+const RECONCILE_MS = 10_000
 
 export class SchedulerRole {
   private active = false
@@ -38,6 +40,9 @@ export class SchedulerRole {
   private lock: Promise<unknown> = Promise.resolve()
   private pumpScheduled = false
   private activation?: Promise<void>
+  private reconcileTimer?: NodeJS.Timeout
+  /** tasks a host did not list at the last check; requeued if still missing at the next */
+  private missing = new Set<string>()
 
   constructor (private readonly node: FarmNode, private readonly store: JobStore, private readonly client: SiteClient) {}
 
@@ -49,6 +54,51 @@ export class SchedulerRole {
     this.client.local.scheduler = async (req, from) => await this.answer(req, from)
     this.node.table.on('change', (reason, peer) => { this.onTableChange(reason, peer) })
     this.onTableChange('update', this.node.peerId)
+    this.reconcileTimer = setInterval(() => { void this.reconcile().catch(() => {}) }, RECONCILE_MS)
+    this.reconcileTimer.unref()
+  }
+
+  stop (): void {
+    if (this.reconcileTimer != null) clearInterval(this.reconcileTimer)
+  }
+
+  /**
+   * A task we think runs on a host that does not list it (its report was
+   * lost, or it was dispatched by us before a restart and the host restarted
+   * too) would wait forever: ask every host what it runs, and requeue a task
+   * missing at two checks in a row. Two checks leave time for a report in flight.
+   */
+  private async reconcile (): Promise<void> {
+    if (!this.active) return
+    const byHost = new Map<string, string[]>()
+    for (const [k, h] of this.running) byHost.set(h, [...(byHost.get(h) ?? []), k])
+    const stillMissing = new Set<string>()
+    await Promise.all([...byHost].map(async ([host, keys]) => {
+      let listed: Array<{ jobId: string, index: number, attemptId: string }>
+      try { listed = await this.client.renderer(host, { op: 'running' }) } catch { return }
+      const running = new Set(listed.map(t => `${t.jobId}#${t.index}@${t.attemptId}`))
+      for (const k of keys) {
+        const [jobId, index] = splitKey(k)
+        const task = this.findTask(jobId, index)?.task
+        if (task == null || task.state !== 'running' || running.has(`${k}@${task.attemptId ?? ''}`)) continue
+        if (Date.now() - (task.dispatchedAt ?? 0) < RECONCILE_MS) continue
+        stillMissing.add(`${k}@${task.attemptId ?? ''}`)
+      }
+    }))
+    await this.serial(async () => {
+      for (const m of stillMissing) {
+        if (!this.missing.has(m)) continue
+        const [k, attemptId] = m.split('@')
+        const [jobId, index] = splitKey(k)
+        const found = this.findTask(jobId, index)
+        if (found == null || found.task.state !== 'running' || found.task.attemptId !== attemptId) continue
+        this.running.delete(k)
+        this.node.log.info(`job ${jobId}: task ${index} is not running on ${found.task.host ?? '?'}: requeued`)
+        await this.failAttempt(found.job, found.task, found.task.host ?? '?', 'the host no longer runs this frame', false)
+      }
+    })
+    this.missing = stillMissing
+    this.schedulePump()
   }
 
   isActive (): boolean { return this.active }
@@ -181,11 +231,12 @@ export class SchedulerRole {
   }
 
   /** A failed attempt: retry elsewhere, exclude a host that failed twice, fail the job when retries run out. */
-  private async failAttempt (job: JobRecord, task: TaskRecord, host: string, error: string): Promise<void> {
+  private async failAttempt (job: JobRecord, task: TaskRecord, host: string, error: string, blameHost = true): Promise<void> {
     task.errors = [...task.errors, `${host}: ${error}`].slice(-10)
     if (!task.triedHosts.includes(host)) task.triedHosts.push(host)
-    job.hostFailures[host] = (job.hostFailures[host] ?? 0) + 1
-    if (job.hostFailures[host] >= HOST_FAILURES_TO_EXCLUDE && !job.excludedHosts.includes(host)) {
+    // a host that left or lost a frame is not a host that cannot render this job
+    if (blameHost) job.hostFailures[host] = (job.hostFailures[host] ?? 0) + 1
+    if ((job.hostFailures[host] ?? 0) >= HOST_FAILURES_TO_EXCLUDE && !job.excludedHosts.includes(host)) {
       job.excludedHosts.push(host)
       this.node.log.info(`job ${job.id}: host ${host} excluded after ${job.hostFailures[host]} failures`)
     }
@@ -211,7 +262,7 @@ export class SchedulerRole {
       if (found == null || found.task.state !== 'running') continue
       found.task.finishedAt = Date.now()
       this.node.log.info(`job ${jobId}: task ${index} requeued: ${reason}`)
-      await this.failAttempt(found.job, found.task, host, reason)
+      await this.failAttempt(found.job, found.task, host, reason, false)
     }
     this.schedulePump()
   }
