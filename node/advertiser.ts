@@ -64,7 +64,7 @@ export class Advertiser {
   current (): Advert { return this.advert }
 
   /** Change our advert and tell the site at once. */
-  update (change: Partial<Pick<Advert, 'fingerprint' | 'roles' | 'term' | 'draining'>>): void {
+  update (change: Partial<Pick<Advert, 'fingerprint' | 'roles' | 'term' | 'claim' | 'draining'>>): void {
     this.advert = { ...this.advert, ...change, seq: this.advert.seq + 1, addresses: this.addresses(), known: this.known() }
     this.c.table.apply(this.advert)
     this.pushAll()
@@ -82,10 +82,14 @@ export class Advertiser {
     this.c.table.apply(this.advert)
   }
 
-  /** One address of each member we know, for peers that do not know them yet. */
+  /**
+   * One address of each member we know, for peers that do not know them yet:
+   * not a loopback one (addresses[0] is usually /ip4/127.0.0.1/…, which on
+   * another host reaches that host itself) unless it is all the member has.
+   */
   private known (): string[] {
     const self = this.advert?.peerId
-    return this.c.table.entries().filter(e => e.advert.peerId !== self).map(e => e.advert.addresses[0]).filter((a): a is string => a != null).slice(0, 256)
+    return this.c.table.entries().filter(e => e.advert.peerId !== self).map(e => e.advert.addresses.find(a => !isLoopback(a)) ?? e.advert.addresses[0]).filter((a): a is string => a != null).slice(0, 256)
   }
 
   private addresses (): string[] {
@@ -116,4 +120,8 @@ export class Advertiser {
   stop (): void {
     if (this.timer != null) clearInterval(this.timer)
   }
+}
+
+function isLoopback (addr: string): boolean {
+  return addr.startsWith('/ip4/127.') || addr.startsWith('/ip6/::1/')
 }

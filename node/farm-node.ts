@@ -12,7 +12,6 @@ import { Advertiser } from './advertiser.js'
 import { MdnsDiscovery } from './mdns-discovery.js'
 import { PeerDialer } from './peer-dialer.js'
 import { ApiServer } from './api-server.js'
-import { chooseScheduler } from './scheduler-choice.js'
 import { collectFingerprint, watchFingerprint, type FingerprintWatcher } from './fingerprint.js'
 import { registerSiteRoutes } from './site-api.js'
 import type { NodeOptions } from './options.js'
@@ -41,7 +40,11 @@ export class FarmNode {
   constructor (readonly opts: NodeOptions, readonly log: Logger) {}
 
   get peerId (): string { return this.libp2p.peerId.toString() }
-  schedulerId (): string | null { return chooseScheduler(this.table) }
+  private schedulerView: { leader: () => string | null, term: () => number } = { leader: () => null, term: () => 0 }
+  /** The site's scheduler as this node sees it (set by the election). */
+  schedulerId (): string | null { return this.schedulerView.leader() }
+  schedulerTerm (): number { return this.schedulerView.term() }
+  setSchedulerView (view: { leader: () => string | null, term: () => number }): void { this.schedulerView = view }
 
   async start (): Promise<void> {
     const o = this.opts

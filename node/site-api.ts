@@ -15,7 +15,7 @@ export function registerSiteRoutes (api: ApiServer, node: FarmNode): void {
       peers: node.membership.list(),
       slots: self.fingerprint.slots,
       scheduler: node.schedulerId(),
-      term: self.term,
+      term: node.schedulerTerm(),
       hosts: node.table.size,
       api: node.api.url
     }

@@ -26,8 +26,10 @@ export interface Advert {
   fingerprint: Fingerprint
   /** set in the last advert of a node that stops cleanly */
   leaving: boolean
-  /** the node's scheduler term once elections exist; 0 for now */
+  /** the highest scheduler term this node has seen */
   term: number
+  /** this node claims the scheduler role in `term` */
+  claim?: boolean
   draining?: boolean
   /** addresses of the other members this node is connected to: peer exchange, so a site connected through one `--peer` becomes a full mesh */
   known?: string[]
@@ -71,6 +73,7 @@ export function parseAdvert (v: unknown): Advert {
     fingerprint: parseFingerprint(o.fingerprint),
     leaving: bool(o.leaving, 'leaving'),
     term: int(o.term, 'term'),
+    claim: o.claim === undefined ? undefined : bool(o.claim, 'claim'),
     draining: o.draining === undefined ? undefined : bool(o.draining, 'draining'),
     known: o.known === undefined ? undefined : arr(o.known, 'known', 256, (a, f) => str(a, f, 512)),
   }

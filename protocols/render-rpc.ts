@@ -21,6 +21,8 @@ export interface DispatchTask {
   attemptId: string
   frames: number[]
   origin: string
+  /** nodes holding the inputs: the origin first, then replicas */
+  holders: string[]
   renderer: RendererName
   scene: string
   inputs: InputFile[]
@@ -54,6 +56,7 @@ function parseTask (v: unknown): DispatchTask {
     attemptId: str(o.attemptId, 'task.attemptId', 64),
     frames: arr(o.frames, 'task.frames', 100_000, (x, f) => int(x, f)),
     origin: str(o.origin, 'task.origin', 128),
+    holders: arr(o.holders, 'task.holders', 64, (x, f) => str(x, f, 128)),
     renderer,
     scene: str(o.scene, 'task.scene', 4096),
     inputs: arr(o.inputs, 'task.inputs', 100_000, parseInput),

@@ -15,7 +15,7 @@ export const SCHEDULER_PROTOCOL = '/farmesh/scheduler/1.0.0'
 export const SCHEDULER_LIMITS: MessageLimits = { maxBytes: 16 * 1024 * 1024, timeoutMs: 15_000 }
 const MAX_INPUTS = 100_000
 
-export interface SubmitRequest { op: 'submit', id: string, spec: JobSpec, inputs: InputFile[], scene: string }
+export interface SubmitRequest { op: 'submit', id: string, spec: JobSpec, inputs: InputFile[], scene: string, holders?: string[] }
 export interface ReportRequest {
   op: 'report'
   jobId: string
@@ -27,6 +27,8 @@ export interface ReportRequest {
   logTail?: string[]
   stats?: TaskStats
   outputs?: string[]
+  /** false when the origin was unreachable and the host keeps the outputs to deliver later */
+  delivered?: boolean
 }
 export interface QueryRequest { op: 'jobs' }
 export interface JobQuery { op: 'job', id: string }
@@ -65,7 +67,7 @@ export function parseSchedulerRequest (v: unknown): SchedulerRequest {
   const op = oneOf(o.op, 'op', ['submit', 'report', 'jobs', 'job', 'control'] as const)
   switch (op) {
     case 'submit':
-      return { op, id: jobId(o.id, 'id'), spec: validateJobSpec(o.spec), inputs: arr(o.inputs, 'inputs', MAX_INPUTS, parseInput), scene: str(o.scene, 'scene', 4096) }
+      return { op, id: jobId(o.id, 'id'), spec: validateJobSpec(o.spec), inputs: arr(o.inputs, 'inputs', MAX_INPUTS, parseInput), scene: str(o.scene, 'scene', 4096), holders: o.holders === undefined ? undefined : arr(o.holders, 'holders', 64, (x, f) => str(x, f, 128)) }
     case 'report':
       return {
         op,
@@ -77,7 +79,8 @@ export function parseSchedulerRequest (v: unknown): SchedulerRequest {
         error: optStr(o.error, 'error', 4096),
         logTail: o.logTail === undefined ? undefined : arr(o.logTail, 'logTail', 200, (x, f) => str(x, f, 4096)),
         stats: o.stats === undefined ? undefined : parseStats(o.stats),
-        outputs: o.outputs === undefined ? undefined : arr(o.outputs, 'outputs', 10_000, (x, f) => str(x, f, 256))
+        outputs: o.outputs === undefined ? undefined : arr(o.outputs, 'outputs', 10_000, (x, f) => str(x, f, 256)),
+        delivered: o.delivered === undefined ? undefined : o.delivered === true
       }
     case 'jobs':
       return { op }

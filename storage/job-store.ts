@@ -63,6 +63,11 @@ export class JobStore {
   }
 
   async allJobs (): Promise<JobRecord[]> { return await this.jobs.values().all() }
+  async getJob (id: string): Promise<JobRecord | undefined> { return await this.jobs.get(id) }
+  async getTask (jobId: string, index: number): Promise<TaskRecord | undefined> { return await this.tasks.get(taskKey(jobId, index)) }
+
+  async getMeta (key: string): Promise<number | undefined> { return await this.meta.get(key) }
+  async putMeta (key: string, value: number): Promise<void> { await this.meta.put(key, value) }
 
   async tasksOf (jobId: string): Promise<TaskRecord[]> {
     return await this.tasks.values({ gte: `${jobId}:`, lt: `${jobId};` }).all()

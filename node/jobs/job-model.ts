@@ -10,6 +10,9 @@ import type { Requirement } from './requirements.js'
 export type JobState = 'queued' | 'active' | 'done' | 'failed' | 'killed'
 export type TaskState = 'queued' | 'running' | 'done' | 'failed'
 
+/** Which scheduler wrote a record, and when: replicas and merges keep the newer. */
+export interface Version { term: number, n: number }
+
 export interface InputFile {
   /** posix path relative to the job's input directory */
   path: string
@@ -41,6 +44,11 @@ export interface JobRecord {
   excludedHosts: string[]
   frameCount: number
   taskCount: number
+  /** nodes holding every input: the origin and at least one replica */
+  holders?: string[]
+  /** retry generation: a retry is newer than anything before it */
+  gen?: number
+  ver?: Version
 }
 
 export interface TaskStats {
@@ -71,6 +79,10 @@ export interface TaskRecord {
   stats?: TaskStats
   /** output file names stored at the origin */
   outputs?: string[]
+  /** false while the origin was unreachable: the host keeps the output and delivers it later */
+  delivered?: boolean
+  gen?: number
+  ver?: Version
 }
 
 /** What `farmesh job ID --json` shows of each frame. */

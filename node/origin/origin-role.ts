@@ -8,7 +8,8 @@ import { ORIGIN_PROTOCOL, serveOrigin, type FinishedRequest } from '../../protoc
 import { BLOB_PROTOCOL, handleBlob } from '../../protocols/blob.js'
 import { OUTPUT_PROTOCOL, handleOutput, pushOutput, type OutputHeader } from '../../protocols/output.js'
 import { validateJobSpec, osUserAndGroup } from '../jobs/job-spec.js'
-import { newJobId } from '../jobs/job-model.js'
+import { newJobId, type InputFile } from '../jobs/job-model.js'
+import type { Replicator } from '../scheduler/replication.js'
 import { collectInputs } from './job-inputs.js'
 import { notifyJob, parseSmtpSettings, type SmtpSettings } from '../notify.js'
 import { ApiError } from '../errors.js'
@@ -25,7 +26,7 @@ export class OriginRole {
   private smtp?: SmtpSettings
   private lock: Promise<unknown> = Promise.resolve()
 
-  constructor (private readonly node: FarmNode, private readonly store: JobStore, private readonly blobs: BlobStore, private readonly client: SiteClient) {}
+  constructor (private readonly node: FarmNode, private readonly store: JobStore, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly replicator: Replicator) {}
 
   async start (): Promise<void> {
     this.smtp = await loadSmtp(this.node.dir.config)
@@ -92,11 +93,34 @@ export class OriginRole {
     // durable at the origin before the scheduler hears of it: outputs may arrive at once
     await this.store.putOrigin(origin)
     try {
-      return await this.client.scheduler({ op: 'submit', id, spec, inputs, scene })
+      const holders = [this.node.peerId, ...await this.replicateInputs(id, inputs)]
+      return await this.client.scheduler({ op: 'submit', id, spec, inputs, scene, holders })
     } catch (err) {
       await this.store.deleteOrigin(id)
       throw err
     }
+  }
+
+  /**
+   * A second node keeps a copy of the inputs before the job is accepted, so
+   * the job still renders when this host is switched off: the scheduler if
+   * it runs elsewhere, else another member. A one-host site has no replica.
+   */
+  private async replicateInputs (id: string, inputs: InputFile[]): Promise<string[]> {
+    const scheduler = this.node.schedulerId()
+    const others = this.node.membership.list().filter(p => p !== this.node.peerId)
+    const candidates = [...new Set([...(scheduler != null && scheduler !== this.node.peerId ? [scheduler] : []), ...others])].slice(0, 3)
+    const errors: string[] = []
+    for (const peer of candidates) {
+      try {
+        await this.replicator.requestHold(peer, id, inputs)
+        return [peer]
+      } catch (err: any) {
+        errors.push(`${peer}: ${err.message}`)
+      }
+    }
+    if (candidates.length > 0) throw new ApiError(`no other host could keep a copy of the job's inputs (${errors.join('; ')})`, 503)
+    return []
   }
 
   private async finished (req: FinishedRequest): Promise<unknown> {

@@ -12,6 +12,8 @@ import { adapterFor } from '../renderers/registry.js'
 import { runTask, type TaskResult } from '../renderers/run-task.js'
 import type { RenderTask } from '../renderers/adapter.js'
 import type { ReportRequest } from '../../protocols/scheduler-rpc.js'
+import type { Election } from '../scheduler/election.js'
+import { PendingOutputs } from './pending-outputs.js'
 
 /**
  * The render server of one host (the patent's FIGURE 2): N slots, each
@@ -31,13 +33,19 @@ interface Running { task: DispatchTask, abort: AbortController, progress: number
 const BUILTIN_CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'renderers', 'builtin-cli.js')
 const REPORT_RETRY_MS = 1_000
 const REPORT_GIVE_UP_MS = 10 * 60_000
+/** how long an output push to the origin may take before it is kept for later */
+const ORIGIN_TIMEOUT_MS = 20_000
 
 export class RendererRole {
   private readonly running = new Map<string, Running>()
   private readonly inputsReady = new Map<string, Promise<string>>()
   private stopped = false
 
-  constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly outputs: OutputSink) {}
+  private readonly pending: PendingOutputs
+
+  constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly outputs: OutputSink, private readonly election: Election) {
+    this.pending = new PendingOutputs(join(node.dir.root, 'pending'), outputs, node.log)
+  }
 
   get slots (): number { return this.node.opts.render ? this.node.opts.slots : 0 }
 
@@ -47,10 +55,13 @@ export class RendererRole {
       await serveRenderer(stream, async (req) => await this.answer(req, from))
     })
     this.client.local.renderer = async (req, from) => await this.answer(req, from)
+    this.pending.start()
+    this.node.membership.on('join', (peer) => { void this.pending.flush(peer) })
   }
 
   async stop (): Promise<void> {
     this.stopped = true
+    this.pending.stop()
     for (const r of this.running.values()) r.abort.abort()
   }
 
@@ -59,6 +70,14 @@ export class RendererRole {
   }
 
   private async answer (req: RenderRequest, from: string): Promise<unknown> {
+    // fencing: a scheduler of an older term than we have seen is deposed
+    if (req.op !== 'running') {
+      if (!this.election.accepts(req.term)) {
+        this.node.log.info(`refused ${req.op} from ${from}: term ${req.term} is older than ${this.election.currentTerm()}`)
+        return { accepted: false, reason: `stale term ${req.term} (current ${this.election.currentTerm()})`, killed: 0 }
+      }
+      this.election.observe(req.term)
+    }
     switch (req.op) {
       case 'running': return this.list()
       case 'kill': {
@@ -102,14 +121,23 @@ export class RendererRole {
         return { ...base, kind: 'failed', error: result.error ?? (result.missing.length > 0 ? `no output written: ${result.missing.map(m => basename(m)).join(', ')}` : `exit code ${String(result.exitCode)}`), logTail: result.logTail, stats: stats(result) }
       }
       const names: string[] = []
+      let delivered = true
       for (const [i, file] of result.outputs.entries()) {
         const hash = await sha256File(file)
         const { size } = await stat(file)
-        await this.outputs(task.origin, { jobId: task.jobId, frame: task.frames[Math.min(i, task.frames.length - 1)], name: basename(file), size, hash, attempt: task.attemptId, host: this.node.peerId }, file, r.abort.signal)
+        const header = { jobId: task.jobId, frame: task.frames[Math.min(i, task.frames.length - 1)], name: basename(file), size, hash, attempt: task.attemptId, host: this.node.peerId }
+        try {
+          await this.outputs(task.origin, header, file, AbortSignal.any([r.abort.signal, AbortSignal.timeout(ORIGIN_TIMEOUT_MS)]))
+        } catch (err: any) {
+          if (r.abort.signal.aborted || err.name === 'OutputRefusedError') throw err
+          // the origin is unreachable: keep the output here and deliver it when it is back
+          await this.pending.keep(task.origin, header, file)
+          delivered = false
+        }
         names.push(basename(file))
       }
       await rm(outputDir, { recursive: true, force: true })
-      return { ...base, kind: 'done', logTail: result.logTail, stats: stats(result), outputs: names }
+      return { ...base, kind: 'done', logTail: result.logTail, stats: stats(result), outputs: names, delivered }
     } catch (err: any) {
       if (r.abort.signal.aborted) return undefined // killed: the scheduler already knows
       return { ...base, kind: 'failed', error: err.message, logTail: result?.logTail, stats: result != null ? stats(result) : undefined }
@@ -148,17 +176,18 @@ export class RendererRole {
     return { ...(last as TaskResult), outputs: all }
   }
 
-  /** Materialize the job's inputs once per job: fetched by hash, verified, hard-linked. */
+  /**
+   * Materialize the job's inputs once per job: fetched by hash from the
+   * origin or, when it is off, from a node holding a copy; verified on
+   * arrival; hard-linked into the job's directory.
+   */
   private async prepareInputs (task: DispatchTask, signal: AbortSignal): Promise<string> {
     const dir = join(this.node.dir.work, task.jobId, 'in')
     let ready = this.inputsReady.get(task.jobId)
     if (ready == null) {
       ready = (async () => {
         for (const input of task.inputs) {
-          if (!(await this.blobs.has(input.hash))) {
-            const conn = await this.client.connection(task.origin, signal)
-            await fetchBlob(conn, input.hash, this.blobs, { signal })
-          }
+          if (!(await this.blobs.has(input.hash))) await this.fetchFromHolders(task, input.hash, signal)
           await this.blobs.materialize(input.hash, join(dir, ...input.path.split('/')))
         }
         return dir
@@ -167,6 +196,22 @@ export class RendererRole {
       ready.catch(() => { this.inputsReady.delete(task.jobId) })
     }
     return await ready
+  }
+
+  private async fetchFromHolders (task: DispatchTask, hash: string, signal: AbortSignal): Promise<void> {
+    const holders = [...new Set([task.origin, ...task.holders])].filter(h => h !== this.node.peerId)
+    const errors: string[] = []
+    for (const holder of holders) {
+      try {
+        const conn = await this.client.connection(holder, AbortSignal.any([signal, AbortSignal.timeout(5_000)]))
+        await fetchBlob(conn, hash, this.blobs, { signal })
+        return
+      } catch (err: any) {
+        if (signal.aborted) throw err
+        errors.push(`${holder}: ${err.message}`)
+      }
+    }
+    throw new Error(`input ${hash.slice(0, 12)} unavailable from every holder (${errors.join('; ')})`)
   }
 
   /**

@@ -2,23 +2,31 @@ import { randomBytes } from 'node:crypto'
 import type { FarmNode } from '../farm-node.js'
 import type { SiteClient } from '../site-client.js'
 import type { JobStore } from '../../storage/job-store.js'
+import type { Election } from './election.js'
+import type { Replicator } from './replication.js'
 import { SCHEDULER_PROTOCOL, serveScheduler, type ControlRequest, type ReportRequest, type SchedulerRequest, type SubmitRequest } from '../../protocols/scheduler-rpc.js'
+import type { RunningTask } from '../../protocols/render-rpc.js'
 import { JobQueue } from './job-queue.js'
 import { planDispatch, type PlannerHost, type PlannerJob } from './dispatch-planner.js'
 import { parseFrameRange, chunkFrames } from '../jobs/frame-range.js'
 import { jobRequirements } from '../jobs/job-spec.js'
 import { explainMismatch, matchesRequirements } from '../jobs/requirements.js'
 import { frameViews, isFinished, type JobRecord, type JobState, type TaskRecord } from '../jobs/job-model.js'
+import { jobWins, taskWins } from './replica-merge.js'
 import { ApiError } from '../errors.js'
 
 /**
- * The schedule server (the patent's FIGURES 5A–6B), run by the one node the
- * site chose. It keeps the queue in priority order (FIFO within a priority),
- * persists every change before acknowledging it, and pushes tasks into free
- * slots the moment they free up: a report of a finished frame triggers the
- * next dispatch at once, with no polling interval anywhere.
+ * The schedule server (the patent's FIGURES 5A–6B), run by the node the site
+ * elected (election.ts). It keeps the queue in priority order (FIFO within a
+ * priority) and pushes tasks into free slots the moment they free up: a
+ * report of a finished frame triggers the next dispatch at once, with no
+ * polling interval anywhere.
  *
- * Job state lives here; inputs and outputs live at the job's origin.
+ * Every change is stamped with the scheduler's term, stored, and replicated
+ * to the other nodes (replication.ts); submissions and frame results are
+ * acknowledged only once a second host holds them. A new scheduler rebuilds
+ * the queue from its replica and asks every host what it is rendering,
+ * adopting running frames instead of restarting them.
  */
 export class NoMatchingHostError extends Error {
   constructor (message: string) { super(message); this.name = 'NoMatchingHostError' }
@@ -39,12 +47,14 @@ export class SchedulerRole {
   private readonly cooldown = new Map<string, number>()
   private lock: Promise<unknown> = Promise.resolve()
   private pumpScheduled = false
-  private activation?: Promise<void>
   private reconcileTimer?: NodeJS.Timeout
   /** tasks a host did not list at the last check; requeued if still missing at the next */
   private missing = new Set<string>()
+  private counter = 0
+  /** first-dispatch hook for benchmarks and logs: term → time of the first dispatch in it */
+  firstDispatchAt?: number
 
-  constructor (private readonly node: FarmNode, private readonly store: JobStore, private readonly client: SiteClient) {}
+  constructor (private readonly node: FarmNode, private readonly store: JobStore, private readonly client: SiteClient, private readonly election: Election, private readonly replicator: Replicator) {}
 
   async start (): Promise<void> {
     await this.node.membership.handle(SCHEDULER_PROTOCOL, async (stream, connection) => {
@@ -52,53 +62,20 @@ export class SchedulerRole {
       await serveScheduler(stream, async (req) => await this.answer(req, from))
     })
     this.client.local.scheduler = async (req, from) => await this.answer(req, from)
-    this.node.table.on('change', (reason, peer) => { this.onTableChange(reason, peer) })
-    this.onTableChange('update', this.node.peerId)
-    this.reconcileTimer = setInterval(() => { void this.reconcile().catch(() => {}) }, RECONCILE_MS)
+    this.election.on('change', () => { this.onLeaderChange() })
+    this.node.table.on('change', (reason, peer) => {
+      if (!this.active) return
+      if (reason === 'leave') void this.serial(async () => { await this.requeueHost(peer, `host ${peer} left the site`) })
+      this.schedulePump()
+    })
+    this.onLeaderChange()
+    this.reconcileTimer = setInterval(() => { void this.reconcile(false).catch(() => {}) }, RECONCILE_MS)
     this.reconcileTimer.unref()
   }
 
   stop (): void {
     if (this.reconcileTimer != null) clearInterval(this.reconcileTimer)
-  }
-
-  /**
-   * A task we think runs on a host that does not list it (its report was
-   * lost, or it was dispatched by us before a restart and the host restarted
-   * too) would wait forever: ask every host what it runs, and requeue a task
-   * missing at two checks in a row. Two checks leave time for a report in flight.
-   */
-  private async reconcile (): Promise<void> {
-    if (!this.active) return
-    const byHost = new Map<string, string[]>()
-    for (const [k, h] of this.running) byHost.set(h, [...(byHost.get(h) ?? []), k])
-    const stillMissing = new Set<string>()
-    await Promise.all([...byHost].map(async ([host, keys]) => {
-      let listed: Array<{ jobId: string, index: number, attemptId: string }>
-      try { listed = await this.client.renderer(host, { op: 'running' }) } catch { return }
-      const running = new Set(listed.map(t => `${t.jobId}#${t.index}@${t.attemptId}`))
-      for (const k of keys) {
-        const [jobId, index] = splitKey(k)
-        const task = this.findTask(jobId, index)?.task
-        if (task == null || task.state !== 'running' || running.has(`${k}@${task.attemptId ?? ''}`)) continue
-        if (Date.now() - (task.dispatchedAt ?? 0) < RECONCILE_MS) continue
-        stillMissing.add(`${k}@${task.attemptId ?? ''}`)
-      }
-    }))
-    await this.serial(async () => {
-      for (const m of stillMissing) {
-        if (!this.missing.has(m)) continue
-        const [k, attemptId] = m.split('@')
-        const [jobId, index] = splitKey(k)
-        const found = this.findTask(jobId, index)
-        if (found == null || found.task.state !== 'running' || found.task.attemptId !== attemptId) continue
-        this.running.delete(k)
-        this.node.log.info(`job ${jobId}: task ${index} is not running on ${found.task.host ?? '?'}: requeued`)
-        await this.failAttempt(found.job, found.task, found.task.host ?? '?', 'the host no longer runs this frame', false)
-      }
-    })
-    this.missing = stillMissing
-    this.schedulePump()
+    this.deactivate()
   }
 
   isActive (): boolean { return this.active }
@@ -109,52 +86,84 @@ export class SchedulerRole {
     return p
   }
 
-  private async ensureActive (): Promise<void> {
-    if (this.node.schedulerId() !== this.node.peerId) throw new ApiError(`this node is not the scheduler (the scheduler is ${this.node.schedulerId() ?? 'unknown'})`, 503)
-    if (!this.active) await this.activate()
+  private onLeaderChange (): void {
+    const leader = this.election.isLeader()
+    if (leader && !this.active) void this.activate().catch((err: any) => { this.node.log.error(`scheduler activation failed: ${err.message}`) })
+    if (!leader && this.active) {
+      this.node.log.info(`no longer scheduling: the site's scheduler is ${this.election.leader() ?? 'unknown'} (term ${this.election.currentTerm()})`)
+      this.deactivate()
+    }
   }
 
-  private onTableChange (reason: 'join' | 'update' | 'leave', peer: string): void {
-    const should = this.node.schedulerId() === this.node.peerId
-    if (should && !this.active) void this.activate().catch((err: any) => { this.node.log.error(`scheduler activation failed: ${err.message}`) })
-    if (!should && this.active) this.deactivate()
-    if (!this.active) return
-    if (reason === 'leave') void this.serial(async () => { await this.requeueHost(peer, `host ${peer} left the site`) })
-    this.schedulePump()
+  private ensureActive (): void {
+    if (!this.active || !this.election.isLeader()) {
+      throw new ApiError(`this node is not the scheduler (the scheduler is ${this.election.leader() ?? 'not elected yet'})`, 503)
+    }
   }
 
-  /** Become the scheduler: rebuild the queue from what this node persisted. */
+  /** Become the scheduler: rebuild the queue from this node's replica, then reconcile with the hosts. */
   private async activate (): Promise<void> {
-    if (this.activation != null) return await this.activation
-    this.activation = this.serial(async () => {
-      const jobs = await this.store.allJobs()
-      for (const job of jobs) {
+    await this.serial(async () => {
+      if (this.active) return
+      this.counter = 0
+      for (const job of await this.store.allJobs()) {
         const tasks = await this.store.tasksOf(job.id)
         this.jobs.set(job.id, job)
         this.tasks.set(job.id, tasks)
         if (isFinished(job.state)) continue
-        if (!this.queue.has(job.id)) this.queue.insert(job)
+        this.queue.insert(job)
         for (const t of tasks) if (t.state === 'running' && t.host != null) this.running.set(key(t), t.host)
       }
       this.active = true
-      this.node.log.info(`scheduling for site ${this.node.opts.site}: ${this.queue.size} unfinished job(s)`)
-      // hosts that vanished while we were down: their tasks go back in the queue
-      for (const host of new Set(this.running.values())) {
-        if (!this.node.table.has(host)) await this.requeueHost(host, `host ${host} is gone`)
-      }
+      this.replicator.setMergeListener((jobs, tasks) => { void this.serial(async () => { this.applyMerged(jobs, tasks) }) })
+      this.node.log.info(`scheduling for site ${this.node.opts.site} in term ${this.election.currentTerm()}: ${this.queue.size} unfinished job(s)`)
     })
-    try { await this.activation } finally { this.activation = undefined }
+    await this.reconcile(true)
     this.schedulePump()
   }
 
   private deactivate (): void {
     this.active = false
-    this.queue.ordered().forEach(j => this.queue.remove(j.id))
-    this.jobs.clear(); this.tasks.clear(); this.running.clear()
+    this.replicator.setMergeListener(undefined)
+    for (const j of this.queue.ordered()) this.queue.remove(j.id)
+    this.jobs.clear(); this.tasks.clear(); this.running.clear(); this.missing.clear()
+  }
+
+  /** Records merged from other nodes (a healed partition, a late replica) replace ours when newer. */
+  private applyMerged (jobs: JobRecord[], tasks: TaskRecord[]): void {
+    if (!this.active) return
+    for (const j of jobs) {
+      const mine = this.jobs.get(j.id)
+      if (!jobWins(mine, j)) continue
+      this.jobs.set(j.id, j)
+      if (!this.tasks.has(j.id)) this.tasks.set(j.id, [])
+      if (this.queue.has(j.id)) this.queue.remove(j.id)
+      if (!isFinished(j.state)) this.queue.insert(j)
+    }
+    for (const t of tasks) {
+      const list = this.tasks.get(t.jobId)
+      if (list == null) continue
+      if (!taskWins(list[t.index], t)) continue
+      list[t.index] = t
+      if (t.state === 'running' && t.host != null) this.running.set(key(t), t.host)
+      else this.running.delete(key(t))
+    }
+    for (const j of jobs) void this.maybeFinish(j.id)
+    this.schedulePump()
+  }
+
+  /** Stamp, store, replicate. `durable`: wait until a second host holds it. */
+  private async commit (jobs: JobRecord[], tasks: TaskRecord[], durable: boolean): Promise<void> {
+    const term = this.election.currentTerm()
+    for (const r of [...jobs, ...tasks]) r.ver = { term, n: ++this.counter }
+    const copy = structuredClone({ jobs, tasks })
+    await this.store.putTasks(tasks)
+    for (const j of jobs) await this.store.putJob(j)
+    await this.replicator.put(copy.jobs, copy.tasks, durable)
   }
 
   private async answer (req: SchedulerRequest, from: string): Promise<unknown> {
-    await this.ensureActive()
+    this.ensureActive()
     switch (req.op) {
       case 'submit': return await this.serial(async () => await this.submit(req, from))
       case 'report': return await this.report(req, from)
@@ -177,18 +186,24 @@ export class SchedulerRole {
     }
     const chunks = chunkFrames(frames, spec.chunk)
     const job: JobRecord = {
-      id: req.id, seq: await this.store.nextSeq(), name: spec.name, spec, requirements, inputs: req.inputs, scene: req.scene,
+      id: req.id, seq: await this.nextSeq(), name: spec.name, spec, requirements, inputs: req.inputs, scene: req.scene,
       origin, state: 'queued', priority: spec.priority, submittedAt: Date.now(), hostFailures: {}, excludedHosts: [],
-      frameCount: frames.length, taskCount: chunks.length
+      frameCount: frames.length, taskCount: chunks.length, holders: req.holders ?? [origin]
     }
     const tasks: TaskRecord[] = chunks.map((c, index) => ({ jobId: job.id, index, frames: c.frames, state: 'queued', attempts: 0, triedHosts: [], progress: 0, errors: [] }))
-    await this.store.createJob(job, tasks)
+    await this.commit([job], tasks, true)
     this.jobs.set(job.id, job)
     this.tasks.set(job.id, tasks)
     this.queue.insert(job)
     this.node.log.info(`job ${job.id} (${job.name}) queued: ${frames.length} frames, priority ${job.priority}, ${matching.length} matching host(s)`)
     this.schedulePump()
     return { id: job.id, frames: frames.length, tasks: tasks.length, matchingHosts: matching.length }
+  }
+
+  /** FIFO order within a priority survives a change of scheduler: seq comes from submission time. */
+  private async nextSeq (): Promise<number> {
+    const last = Math.max(0, ...[...this.jobs.values()].map(j => j.seq))
+    return Math.max(last + 1, Date.now())
   }
 
   private findTask (jobId: string, index: number): { job: JobRecord, task: TaskRecord } | undefined {
@@ -201,27 +216,35 @@ export class SchedulerRole {
     const found = this.findTask(req.jobId, req.index)
     if (found == null) return { accepted: false, reason: 'unknown task' }
     const { task } = found
-    if (task.attemptId !== req.attemptId || task.host !== from) return { accepted: false, reason: 'stale attempt' }
+    const current = task.attemptId === req.attemptId && task.host === from
     if (req.kind === 'progress' || req.kind === 'started') {
       // progress is volatile: kept in memory only, the frame's result is what is persisted
+      if (!current) return { accepted: false, reason: 'stale attempt' }
       if (req.kind === 'started') task.startedAt = Date.now()
       if (req.progress != null) task.progress = req.progress
       return { accepted: true }
     }
     return await this.serial(async () => {
       const again = this.findTask(req.jobId, req.index)
-      if (again == null || again.task.attemptId !== req.attemptId || again.task.state !== 'running') return { accepted: false, reason: 'stale attempt' }
+      if (again == null) return { accepted: false, reason: 'unknown task' }
       const { job, task } = again
+      const isCurrent = task.attemptId === req.attemptId && task.host === from && task.state === 'running'
+      // A done frame from an older attempt (its host came back, or we took over
+      // late) is committed if the frame is not done yet: its output is already
+      // at the origin, the first complete one wins, and the newer attempt stops.
+      const lateDone = !isCurrent && req.kind === 'done' && task.state !== 'done' && !isFinished(job.state)
+      if (!isCurrent && !lateDone) return { accepted: false, reason: 'stale attempt' }
+      if (lateDone && task.state === 'running' && task.host != null && task.host !== from) {
+        void this.client.renderer(task.host, { op: 'kill', term: this.election.currentTerm(), jobId: job.id, index: task.index }).catch(() => {})
+      }
       this.running.delete(key(task))
       task.finishedAt = Date.now()
       task.stats = req.stats ?? task.stats
       task.logTail = req.logTail ?? task.logTail
       if (req.kind === 'done') {
-        task.state = 'done'
-        task.progress = 1
-        task.outputs = req.outputs
-        await this.store.putTasks([task])
-        await this.maybeFinish(job)
+        Object.assign(task, { state: 'done', progress: 1, outputs: req.outputs, host: from, attemptId: req.attemptId, delivered: req.delivered !== false })
+        await this.commit([], [task], true)
+        await this.maybeFinish(job.id)
       } else {
         await this.failAttempt(job, task, from, req.error ?? 'the renderer failed')
       }
@@ -240,17 +263,14 @@ export class SchedulerRole {
       job.excludedHosts.push(host)
       this.node.log.info(`job ${job.id}: host ${host} excluded after ${job.hostFailures[host]} failures`)
     }
-    if (task.attempts >= job.spec.maxAttempts) {
+    if (blameHost && task.attempts >= job.spec.maxAttempts) {
       task.state = 'failed'
-      await this.store.putTasks([task], job)
+      await this.commit([job], [task], true)
       await this.finish(job, 'failed', `frame ${task.frames[0]}${task.frames.length > 1 ? `-${task.frames[task.frames.length - 1]}` : ''} failed ${task.attempts} times; last error: ${error}`)
       return
     }
-    task.state = 'queued'
-    task.host = undefined
-    task.attemptId = undefined
-    task.progress = 0
-    await this.store.putTasks([task], job)
+    Object.assign(task, { state: 'queued', host: undefined, attemptId: undefined, progress: 0 })
+    await this.commit([job], [task], true)
   }
 
   private async requeueHost (host: string, reason: string): Promise<void> {
@@ -262,14 +282,67 @@ export class SchedulerRole {
       if (found == null || found.task.state !== 'running') continue
       found.task.finishedAt = Date.now()
       this.node.log.info(`job ${jobId}: task ${index} requeued: ${reason}`)
-      await this.failAttempt(found.job, found.task, host, reason, false)
+      await this.failAttempt(found.job, found.task, host, reason, false).catch((err: any) => { this.node.log.error(`requeue: ${err.message}`) })
     }
     this.schedulePump()
   }
 
-  private async maybeFinish (job: JobRecord): Promise<void> {
+  /**
+   * Compare what we think runs with what hosts say they run. At takeover
+   * (`adopt`): a task a host runs is adopted even if our replica missed its
+   * dispatch, and a task no host runs goes back in the queue at once.
+   * Periodically: a task missing at two checks in a row is requeued (two
+   * checks leave time for a report in flight).
+   */
+  private async reconcile (adopt: boolean): Promise<void> {
+    if (!this.active) return
+    const hosts = this.node.table.entries().filter(e => e.advert.roles.render).map(e => e.advert.peerId)
+    const lists = new Map<string, RunningTask[]>()
+    await Promise.all(hosts.map(async (host) => {
+      try { lists.set(host, await this.client.renderer<RunningTask[]>(host, { op: 'running' }, AbortSignal.timeout(3_000))) } catch {}
+    }))
+    await this.serial(async () => {
+      if (!this.active) return
+      const seen = new Set<string>()
+      const changed: TaskRecord[] = []
+      for (const [host, list] of lists) {
+        for (const r of list) {
+          const found = this.findTask(r.jobId, r.index)
+          if (found == null || isFinished(found.job.state)) continue
+          seen.add(`${key(found.task)}@${r.attemptId}`)
+          const t = found.task
+          if (adopt && t.state !== 'done' && (t.state !== 'running' || t.attemptId !== r.attemptId) && !this.running.has(key(t))) {
+            Object.assign(t, { state: 'running', host, attemptId: r.attemptId, progress: r.progress })
+            this.running.set(key(t), host)
+            changed.push(t)
+            this.node.log.info(`job ${t.jobId}: adopted task ${t.index} running on ${host}`)
+          }
+        }
+      }
+      const stillMissing = new Set<string>()
+      for (const [k, host] of [...this.running]) {
+        const [jobId, index] = splitKey(k)
+        const found = this.findTask(jobId, index)
+        if (found == null || found.task.state !== 'running') { this.running.delete(k); continue }
+        if (!lists.has(host) && this.node.table.has(host)) continue // no answer: ask again next time
+        const tag = `${k}@${found.task.attemptId ?? ''}`
+        if (seen.has(tag)) continue
+        if (!adopt && !this.missing.has(tag)) { stillMissing.add(tag); continue }
+        this.running.delete(k)
+        this.node.log.info(`job ${jobId}: task ${index} is not running on ${host}: requeued`)
+        await this.failAttempt(found.job, found.task, host, 'the host no longer runs this frame', false)
+      }
+      this.missing = stillMissing
+      if (changed.length > 0) await this.commit([], changed, false)
+    })
+    this.schedulePump()
+  }
+
+  private async maybeFinish (jobId: string): Promise<void> {
+    const job = this.jobs.get(jobId)
+    if (job == null || isFinished(job.state)) return
     const tasks = this.tasks.get(job.id) ?? []
-    if (tasks.every(t => t.state === 'done')) await this.finish(job, 'done')
+    if (tasks.length > 0 && tasks.every(t => t.state === 'done')) await this.finish(job, 'done')
   }
 
   private async finish (job: JobRecord, state: JobState, reason?: string): Promise<void> {
@@ -279,16 +352,17 @@ export class SchedulerRole {
     this.queue.remove(job.id)
     const tasks = this.tasks.get(job.id) ?? []
     const stop = tasks.filter(t => t.state === 'running')
+    const changed: TaskRecord[] = []
     for (const t of tasks) {
       if (t.state === 'running' || t.state === 'queued') {
-        if (state !== 'done') { t.state = 'failed'; t.errors = [...t.errors, reason ?? state].slice(-10) }
+        if (state !== 'done') { t.state = 'failed'; t.errors = [...t.errors, reason ?? state].slice(-10); changed.push(t) }
         this.running.delete(key(t))
       }
     }
-    await this.store.putTasks(tasks, job)
+    await this.commit([job], changed, true)
     this.node.log.info(`job ${job.id} ${state}${reason != null ? `: ${reason}` : ''}`)
     for (const host of new Set(stop.map(t => t.host).filter((h): h is string => h != null))) {
-      void this.client.renderer(host, { op: 'kill', term: 0, jobId: job.id }).catch(() => {})
+      void this.client.renderer(host, { op: 'kill', term: this.election.currentTerm(), jobId: job.id }).catch(() => {})
     }
     void this.tellOrigin(job)
   }
@@ -297,8 +371,8 @@ export class SchedulerRole {
     try {
       await this.client.origin(job.origin, { op: 'finished', jobId: job.id, state: job.state as 'done', reason: job.reason, summary: this.summary(job) })
     } catch (err: any) {
-      // the origin may be restarting: try again for a while
-      if (attempt < 60) setTimeout(() => { void this.tellOrigin(job, attempt + 1) }, 2_000).unref()
+      // the origin may be switched off: keep trying while we schedule (up to an hour)
+      if (attempt < 720 && this.active) setTimeout(() => { void this.tellOrigin(job, attempt + 1) }, 5_000).unref()
       else this.node.log.error(`could not tell origin ${job.origin} that job ${job.id} finished: ${err.message}`)
     }
   }
@@ -306,13 +380,12 @@ export class SchedulerRole {
   private async control (req: ControlRequest): Promise<unknown> {
     const job = this.jobs.get(req.id)
     if (job == null) throw new ApiError(`no job ${req.id}`, 404)
-    const tasks = this.tasks.get(job.id) ?? await this.store.tasksOf(job.id)
-    this.tasks.set(job.id, tasks)
+    const tasks = this.tasks.get(job.id) ?? []
     if (req.action === 'priority') {
       if (req.priority == null) throw new ApiError('priority: missing', 400)
       job.priority = req.priority
       if (this.queue.has(job.id)) this.queue.reprioritize(job.id, req.priority)
-      await this.store.putJob(job)
+      await this.commit([job], [], true)
       this.schedulePump()
       return { id: job.id, priority: job.priority }
     }
@@ -321,17 +394,21 @@ export class SchedulerRole {
       await this.finish(job, 'killed', 'killed by request')
       return { id: job.id, state: job.state }
     }
-    // retry: the named frames, or every frame that failed
+    // retry: the named frames, or every frame that failed; a new generation wins every merge
     const wanted = req.frames != null ? new Set(parseFrameRange(req.frames)) : undefined
     const again = tasks.filter(t => t.state !== 'running' && (wanted != null ? t.frames.some(f => wanted.has(f)) : t.state === 'failed'))
+    const gen = (job.gen ?? 0) + 1
     for (const t of again) {
-      Object.assign(t, { state: 'queued', host: undefined, attemptId: undefined, attempts: 0, progress: 0, triedHosts: [], outputs: undefined })
+      Object.assign(t, { state: 'queued', host: undefined, attemptId: undefined, attempts: 0, progress: 0, triedHosts: [], outputs: undefined, gen })
     }
-    if (again.length > 0 && isFinished(job.state)) {
-      job.state = 'queued'; job.finishedAt = undefined; job.reason = undefined; job.excludedHosts = []; job.hostFailures = {}
-      this.queue.insert(job)
+    if (again.length > 0) {
+      job.gen = gen
+      if (isFinished(job.state)) {
+        Object.assign(job, { state: 'queued', finishedAt: undefined, reason: undefined, excludedHosts: [], hostFailures: {} })
+        this.queue.insert(job)
+      }
     }
-    await this.store.putTasks(again, job)
+    await this.commit([job], again, true)
     this.schedulePump()
     return { id: job.id, retried: again.reduce((n, t) => n + t.frames.length, 0) }
   }
@@ -366,8 +443,9 @@ export class SchedulerRole {
       if (job.state === 'queued') { job.state = 'active'; job.startedAt = job.startedAt ?? now }
       changedJobs.add(job)
     }
-    await this.store.putTasks(plan.map(p => p.task))
-    for (const job of changedJobs) await this.store.putJob(job)
+    // dispatch state need not wait for a replica: a new scheduler adopts running frames from the hosts
+    await this.commit([...changedJobs], plan.map(p => p.task), false)
+    this.firstDispatchAt ??= Date.now()
     for (const { task, host } of plan) void this.dispatch(task, host)
   }
 
@@ -379,9 +457,9 @@ export class SchedulerRole {
     try {
       const res = await this.client.renderer<{ accepted: boolean, reason?: string }>(host, {
         op: 'dispatch',
-        term: 0,
+        term: this.election.currentTerm(),
         task: {
-          jobId: job.id, index: task.index, attemptId: task.attemptId ?? '', frames: task.frames, origin: job.origin,
+          jobId: job.id, index: task.index, attemptId: task.attemptId ?? '', frames: task.frames, origin: job.origin, holders: job.holders ?? [job.origin],
           renderer: job.spec.renderer.name, scene: job.scene, inputs: job.inputs, width: job.spec.width, height: job.spec.height,
           outputPattern: job.spec.outputPattern, command: job.spec.command, timeoutSec: job.spec.frameTimeoutSec,
           allowScripts: job.spec.allowScripts === true && host === job.origin, jobStart: frames[0], jobEnd: frames[frames.length - 1]
@@ -398,7 +476,7 @@ export class SchedulerRole {
         if (task.attemptId !== attemptId || task.state !== 'running') return
         this.running.delete(key(task))
         Object.assign(task, { state: 'queued', host: undefined, attemptId: undefined, attempts: task.attempts - 1, dispatchedAt: undefined })
-        await this.store.putTasks([task])
+        await this.commit([], [task], false)
       })
       this.schedulePump()
     }
@@ -427,11 +505,11 @@ export class SchedulerRole {
   private async jobView (id: string): Promise<unknown> {
     const job = this.jobs.get(id)
     if (job == null) throw new ApiError(`no job ${id} at the scheduler`, 404)
-    const tasks = this.tasks.get(id) ?? await this.store.tasksOf(id)
+    const tasks = this.tasks.get(id) ?? []
     return {
-      ...this.summary(job), spec: job.spec, requirements: job.requirements, excludedHosts: job.excludedHosts,
+      ...this.summary(job), spec: job.spec, requirements: job.requirements, excludedHosts: job.excludedHosts, term: this.election.currentTerm(),
       frames: frameViews(tasks),
-      tasks: tasks.map(t => ({ index: t.index, frames: t.frames, state: t.state, host: t.host ?? null, attempts: t.attempts, progress: t.progress, errors: t.errors, logTail: t.logTail ?? [], stats: t.stats ?? null, startedAt: t.startedAt ?? null, finishedAt: t.finishedAt ?? null, outputs: t.outputs ?? [] }))
+      tasks: tasks.map(t => ({ index: t.index, frames: t.frames, state: t.state, host: t.host ?? null, attempts: t.attempts, progress: t.progress, errors: t.errors, logTail: t.logTail ?? [], stats: t.stats ?? null, dispatchedAt: t.dispatchedAt ?? null, startedAt: t.startedAt ?? null, finishedAt: t.finishedAt ?? null, outputs: t.outputs ?? [], delivered: t.delivered !== false }))
     }
   }
 }
