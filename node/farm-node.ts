@@ -14,6 +14,7 @@ import { PeerDialer } from './peer-dialer.js'
 import { ApiServer } from './api-server.js'
 import { collectFingerprint, watchFingerprint, type FingerprintWatcher } from './fingerprint.js'
 import { registerSiteRoutes } from './site-api.js'
+import { SiteEvents } from './site-events.js'
 import type { NodeOptions } from './options.js'
 import type { Logger } from './logger.js'
 
@@ -25,6 +26,7 @@ import type { Logger } from './logger.js'
  */
 export class FarmNode {
   readonly table = new ResourceTable()
+  readonly events = new SiteEvents()
   dir!: DataDir
   libp2p!: Libp2p
   membership!: SiteMembership
@@ -60,6 +62,7 @@ export class FarmNode {
 
   private async startParts (): Promise<void> {
     const o = this.opts
+    this.table.on('change', () => { this.events.hosts() })
     const privateKey = await loadOrCreateIdentity(this.dir.identityKey)
     const secret = await readSiteSecret(this.dir.siteSecret)
     let membership: SiteMembership | undefined

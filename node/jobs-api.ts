@@ -5,12 +5,13 @@ import type { ApiServer } from './api-server.js'
 import type { SiteClient } from './site-client.js'
 import type { OriginRole } from './origin/origin-role.js'
 import type { RendererRole } from './render/renderer-role.js'
+import type { SiteEvents, SiteEvent } from './site-events.js'
 
 /**
  * API routes for jobs. Submissions are taken by this node as the job's
  * origin; queries and control go to the site's scheduler, wherever it runs.
  */
-export function registerJobRoutes (api: ApiServer, client: SiteClient, origin: OriginRole, renderer: RendererRole): void {
+export function registerJobRoutes (api: ApiServer, client: SiteClient, origin: OriginRole, renderer: RendererRole, events: SiteEvents, resolveHost: (idOrName: string) => string): void {
   api.route('POST', '/v1/jobs', async ({ body }) => await origin.submit(body))
   api.route('GET', '/v1/jobs', async () => await client.scheduler({ op: 'jobs' }))
   api.route('GET', '/v1/jobs/:id', async ({ params }) => await client.scheduler({ op: 'job', id: params.id }))
@@ -41,4 +42,28 @@ export function registerJobRoutes (api: ApiServer, client: SiteClient, origin: O
     return undefined
   })
   api.route('GET', '/v1/running', () => renderer.list())
+  for (const action of ['hold', 'release'] as const) {
+    api.route('POST', `/v1/jobs/:id/${action}`, async ({ params }) => await client.scheduler({ op: 'control', id: params.id, action }))
+  }
+  api.route('POST', '/v1/jobs/:id/kill-frames', async ({ params, body }) => {
+    const frames = (body as any)?.frames
+    if (typeof frames !== 'string' || frames === '') throw new ApiError('frames: expected a frame range', 400)
+    return await client.scheduler({ op: 'control', id: params.id, action: 'kill-frames', frames })
+  })
+  // host control goes to the host itself, wherever it is in the site
+  api.route('POST', '/v1/hosts/:id/:action', async ({ params }) => {
+    const action = params.action
+    if (action !== 'drain' && action !== 'undrain' && action !== 'stop') throw new ApiError(`no host action ${action}: drain, undrain or stop`, 404)
+    const host = resolveHost(params.id)
+    return await client.renderer(host, { op: 'host', action })
+  })
+  api.route('GET', '/v1/events', ({ raw, res }) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
+    res.write(': farmesh events\n\n')
+    const send = (e: SiteEvent): void => { res.write(`event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`) }
+    events.on('event', send)
+    const ping = setInterval(() => { res.write(': ping\n\n') }, 15_000)
+    raw.on('close', () => { clearInterval(ping); events.off('event', send) })
+    return undefined
+  })
 }

@@ -10,6 +10,7 @@ import { RendererRole } from './render/renderer-role.js'
 import { OriginRole } from './origin/origin-role.js'
 import { registerJobRoutes } from './jobs-api.js'
 import { DropFolder } from './origin/drop-folder.js'
+import { ApiError } from './errors.js'
 
 /**
  * Plug the roles every node runs into it: origin (jobs submitted here),
@@ -44,7 +45,11 @@ export function attachRoles (node: FarmNode): void {
     await renderer.start()
     await scheduler.start()
     election.start()
-    registerJobRoutes(node.api, client, origin, renderer)
+    registerJobRoutes(node.api, client, origin, renderer, node.events, (id) => {
+      const e = node.table.get(id) ?? node.table.entries().find(x => x.advert.fingerprint.hostname === id)
+      if (e == null) throw new ApiError(`no host ${id} in this site`, 404)
+      return e.advert.peerId
+    })
     const drop = node.opts.dropFolder != null ? new DropFolder(node.opts.dropFolder, async (spec) => await origin.submit({ spec }) as { id: string }, node.log) : undefined
     // the drop folder submits through the scheduler: start it once the site had a moment to form
     if (drop != null) setTimeout(() => { void drop.start().catch((err: any) => { node.log.error(`drop folder: ${err.message}`) }) }, 1_000).unref()

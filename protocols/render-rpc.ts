@@ -41,6 +41,7 @@ export type RenderRequest =
   | { op: 'dispatch', term: number, task: DispatchTask }
   | { op: 'kill', term: number, jobId: string, index?: number }
   | { op: 'running' }
+  | { op: 'host', action: 'drain' | 'undrain' | 'stop' }
 
 export interface RunningTask { jobId: string, index: number, attemptId: string, progress: number }
 
@@ -73,8 +74,9 @@ function parseTask (v: unknown): DispatchTask {
 
 export function parseRenderRequest (v: unknown): RenderRequest {
   const o = obj(v, 'request')
-  const op = oneOf(o.op, 'op', ['dispatch', 'kill', 'running'] as const)
+  const op = oneOf(o.op, 'op', ['dispatch', 'kill', 'running', 'host'] as const)
   if (op === 'running') return { op }
+  if (op === 'host') return { op, action: oneOf(o.action, 'action', ['drain', 'undrain', 'stop'] as const) }
   const term = int(o.term, 'term')
   if (op === 'dispatch') return { op, term, task: parseTask(o.task) }
   return { op, term, jobId: str(o.jobId, 'jobId', 64), index: o.index === undefined ? undefined : int(o.index, 'index') }

@@ -60,6 +60,7 @@ export function parseJobRecord (v: unknown, f = 'job'): JobRecord {
     frameCount: int(o.frameCount, `${f}.frameCount`),
     taskCount: int(o.taskCount, `${f}.taskCount`),
     holders: o.holders === undefined ? undefined : strs(o.holders, `${f}.holders`, 64),
+    held: o.held === undefined ? undefined : bool(o.held, `${f}.held`),
     gen: optInt(o.gen, `${f}.gen`),
     ver: version(o.ver, `${f}.ver`)
   }

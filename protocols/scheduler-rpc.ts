@@ -32,7 +32,8 @@ export interface ReportRequest {
 }
 export interface QueryRequest { op: 'jobs' }
 export interface JobQuery { op: 'job', id: string }
-export interface ControlRequest { op: 'control', id: string, action: 'kill' | 'retry' | 'priority', frames?: string, priority?: number }
+export const CONTROL_ACTIONS = ['kill', 'retry', 'priority', 'kill-frames', 'hold', 'release'] as const
+export interface ControlRequest { op: 'control', id: string, action: typeof CONTROL_ACTIONS[number], frames?: string, priority?: number }
 export type SchedulerRequest = SubmitRequest | ReportRequest | QueryRequest | JobQuery | ControlRequest
 
 const jobId = (v: unknown, f: string): string => {
@@ -90,7 +91,7 @@ export function parseSchedulerRequest (v: unknown): SchedulerRequest {
       return {
         op,
         id: jobId(o.id, 'id'),
-        action: oneOf(o.action, 'action', ['kill', 'retry', 'priority'] as const),
+        action: oneOf(o.action, 'action', CONTROL_ACTIONS),
         frames: optStr(o.frames, 'frames', 4096),
         priority: o.priority === undefined ? undefined : int(o.priority, 'priority', 0, 1000)
       }

@@ -1,8 +1,8 @@
 import type { Command } from '../command.js'
 import { submit } from './submit.js'
 import { watch } from './watch.js'
-import { jobs, job, kill, retry, priority, fetchOutputs } from './jobs.js'
+import { jobs, job, kill, retry, priority, fetchOutputs, hold, release, drain, stopHost } from './jobs.js'
 import { demo } from './demo.js'
 
 /** Commands about jobs, and the demo. */
-export const extraCommands: Command[] = [submit, jobs, job, watch, kill, retry, priority, fetchOutputs, demo]
+export const extraCommands: Command[] = [submit, jobs, job, watch, kill, retry, priority, hold, release, fetchOutputs, drain, stopHost, demo]

@@ -66,8 +66,23 @@ function control (name: string, summary: string, usage: string, positionals: [nu
   }
 }
 
-export const kill = control('kill', 'stop a job: its running frames stop everywhere', 'kill ID [--data DIR] [--json]', [1, 1], {},
-  (_v, [id]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/kill` }), r => `job ${r.id} ${r.state}`)
+export const kill = control('kill', 'stop a job (its running frames stop everywhere), or with --frames stop those frames and run them again', 'kill ID [--frames F] [--data DIR] [--json]', [1, 1], { frames: { type: 'string' } },
+  (v, [id]) => v.frames != null
+    ? { path: `/v1/jobs/${encodeURIComponent(id)}/kill-frames`, body: { frames: v.frames } }
+    : { path: `/v1/jobs/${encodeURIComponent(id)}/kill` },
+  r => r.killed != null ? `job ${r.id}: ${r.killed} running frame(s) stopped and queued again` : `job ${r.id} ${r.state}`)
+
+export const hold = control('hold', 'keep a job\'s frames from starting until it is released', 'hold ID [--data DIR] [--json]', [1, 1], {},
+  (_v, [id]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/hold` }), r => `job ${r.id} held`)
+
+export const release = control('release', 'let a held job\'s frames start again', 'release ID [--data DIR] [--json]', [1, 1], {},
+  (_v, [id]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/release` }), r => `job ${r.id} released`)
+
+export const drain = control('drain', 'a host finishes its running frames and takes no more (--undo to take frames again)', 'drain HOST [--undo] [--data DIR] [--json]', [1, 1], { undo: { type: 'boolean' } },
+  (v, [host]) => ({ path: `/v1/hosts/${encodeURIComponent(host)}/${v.undo === true ? 'undrain' : 'drain'}` }), r => r.draining === true ? 'host draining' : 'host takes frames again')
+
+export const stopHost = control('stop-host', 'stop a host\'s node (it leaves the site cleanly)', 'stop-host HOST [--data DIR] [--json]', [1, 1], {},
+  (_v, [host]) => ({ path: `/v1/hosts/${encodeURIComponent(host)}/stop` }), () => 'host stopping')
 
 export const retry = control('retry', 'queue a job\'s failed frames (or the named ones) again', 'retry ID [--frames F] [--data DIR] [--json]', [1, 1], { frames: { type: 'string' } },
   (v, [id]) => ({ path: `/v1/jobs/${encodeURIComponent(id)}/retry`, body: { frames: v.frames } }), r => `job ${r.id}: ${r.retried} frame(s) queued again`)

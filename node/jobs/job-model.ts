@@ -46,6 +46,8 @@ export interface JobRecord {
   taskCount: number
   /** nodes holding every input: the origin and at least one replica */
   holders?: string[]
+  /** held jobs stay queued: none of their frames is dispatched until released */
+  held?: boolean
   /** retry generation: a retry is newer than anything before it */
   gen?: number
   ver?: Version

@@ -71,7 +71,7 @@ export class RendererRole {
 
   private async answer (req: RenderRequest, from: string): Promise<unknown> {
     // fencing: a scheduler of an older term than we have seen is deposed
-    if (req.op !== 'running') {
+    if (req.op === 'dispatch' || req.op === 'kill') {
       if (!this.election.accepts(req.term)) {
         this.node.log.info(`refused ${req.op} from ${from}: term ${req.term} is older than ${this.election.currentTerm()}`)
         return { accepted: false, reason: `stale term ${req.term} (current ${this.election.currentTerm()})`, killed: 0 }
@@ -80,6 +80,13 @@ export class RendererRole {
     }
     switch (req.op) {
       case 'running': return this.list()
+      case 'host': {
+        this.node.log.info(`${req.action} requested by ${from}`)
+        if (req.action === 'stop') { setTimeout(() => { process.kill(process.pid, 'SIGTERM') }, 100); return { stopping: true } }
+        // a draining host finishes its frames and takes no more
+        this.node.advertiser.update({ draining: req.action === 'drain' })
+        return { draining: req.action === 'drain' }
+      }
       case 'kill': {
         let killed = 0
         for (const r of this.running.values()) {
@@ -88,6 +95,7 @@ export class RendererRole {
         return { killed }
       }
       case 'dispatch': {
+        if (this.node.advertiser.current().draining === true) return { accepted: false, reason: 'this host is draining' }
         if (this.stopped || this.running.size >= this.slots) return { accepted: false, reason: `no free slot (${this.running.size}/${this.slots} busy)` }
         const k = `${req.task.jobId}#${req.task.index}`
         if (this.running.has(k)) return { accepted: false, reason: 'task already running here' }

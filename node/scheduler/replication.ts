@@ -58,6 +58,7 @@ export class Replicator {
    * once one other host stored them (when the site has another host).
    */
   async put (jobs: JobRecord[], tasks: TaskRecord[], durable: boolean): Promise<void> {
+    this.node.events.records(jobs, tasks)
     const members = this.members()
     if (members.length === 0) return
     const req: ReplicateRequest = { op: 'put', term: this.election.currentTerm(), jobs, tasks }
@@ -108,6 +109,7 @@ export class Replicator {
       await this.store.putTasks(newTasks)
       for (const j of newJobs) await this.store.putJob(j)
       this.onMerge?.(newJobs, newTasks)
+      this.node.events.records(newJobs, newTasks)
     }
     return { jobs: newJobs.length, tasks: newTasks.length }
   }

@@ -394,6 +394,26 @@ export class SchedulerRole {
       await this.finish(job, 'killed', 'killed by request')
       return { id: job.id, state: job.state }
     }
+    if (req.action === 'hold' || req.action === 'release') {
+      job.held = req.action === 'hold'
+      await this.commit([job], [], true)
+      this.schedulePump()
+      return { id: job.id, held: job.held }
+    }
+    if (req.action === 'kill-frames') {
+      // stop the named running frames; they go back in the queue and run again
+      if (req.frames == null) throw new ApiError('frames: missing', 400)
+      const wanted = new Set(parseFrameRange(req.frames))
+      const hit = tasks.filter(t => t.state === 'running' && t.frames.some(f => wanted.has(f)))
+      for (const t of hit) {
+        const host = t.host
+        this.running.delete(key(t))
+        if (host != null) void this.client.renderer(host, { op: 'kill', term: this.election.currentTerm(), jobId: job.id, index: t.index }).catch(() => {})
+        await this.failAttempt(job, t, host ?? '?', 'killed by request', false)
+      }
+      this.schedulePump()
+      return { id: job.id, killed: hit.reduce((n, t) => n + t.frames.length, 0) }
+    }
     // retry: the named frames, or every frame that failed; a new generation wins every merge
     const wanted = req.frames != null ? new Set(parseFrameRange(req.frames)) : undefined
     const again = tasks.filter(t => t.state !== 'running' && (wanted != null ? t.frames.some(f => wanted.has(f)) : t.state === 'failed'))
@@ -431,7 +451,7 @@ export class SchedulerRole {
     const hosts: PlannerHost[] = this.node.table.entries()
       .filter(e => e.advert.roles.render && e.advert.draining !== true && (this.cooldown.get(e.advert.peerId) ?? 0) < now)
       .map(e => ({ id: e.advert.peerId, fingerprint: e.advert.fingerprint, free: e.advert.fingerprint.slots.total - (busy.get(e.advert.peerId) ?? 0) }))
-    const jobs: PlannerJob[] = this.queue.ordered().map(job => ({ job, queued: (this.tasks.get(job.id) ?? []).filter(t => t.state === 'queued') }))
+    const jobs: PlannerJob[] = this.queue.ordered().filter(job => job.held !== true).map(job => ({ job, queued: (this.tasks.get(job.id) ?? []).filter(t => t.state === 'queued') }))
     const plan = planDispatch(jobs, hosts)
     if (plan.length === 0) return
     const changedJobs = new Set<JobRecord>()
@@ -487,7 +507,7 @@ export class SchedulerRole {
     const frames = frameViews(tasks)
     const cpu = tasks.reduce((s, t) => s + (t.stats?.cpuSeconds ?? 0), 0)
     return {
-      id: job.id, name: job.name, state: job.state, priority: job.priority, user: job.spec.user, group: job.spec.group,
+      id: job.id, name: job.name, state: job.state, held: job.held === true, priority: job.priority, user: job.spec.user, group: job.spec.group,
       origin: job.origin, renderer: job.spec.renderer.name,
       frames: { total: frames.length, done: frames.filter(f => f.state === 'done').length, running: frames.filter(f => f.state === 'running').length, failed: frames.filter(f => f.state === 'failed').length, queued: frames.filter(f => f.state === 'queued').length },
       submittedAt: job.submittedAt, startedAt: job.startedAt, finishedAt: job.finishedAt, reason: job.reason,
