@@ -9,7 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import YAML from 'yaml'
 import { parseFrameRange, FrameRangeError } from './frame-range.js'
-import { isRendererName, isVersionPattern, parseRequirement, parseRequirements, RENDERER_NAMES, RequirementError } from './requirements.js'
+import { isRendererName, isVersionPattern, parseRequirement, parseRequirements, parseSize, RENDERER_NAMES, RequirementError } from './requirements.js'
 import type { RendererName, Requirement } from './requirements.js'
 
 export class JobSpecError extends Error {
@@ -48,6 +48,22 @@ export interface JobSpec {
   frameTimeoutSec?: number
   maxAttempts: number
   allowScripts?: boolean
+  /** jobs that must be done before this one starts */
+  after?: string[]
+  /** a job whose frame N must be done before this job's frame N starts */
+  afterFrames?: string
+  /** site-wide limits (floating licenses) each running frame holds one of */
+  uses?: string[]
+  /** hosts allowed to render it (peer ids, hostnames or globs); all when unset */
+  hosts?: string[]
+  /** hosts never to render it */
+  denyHosts?: string[]
+  /** at most this many hosts render it at once */
+  maxHosts?: number
+  /** memory a frame needs, bytes: hosts with less free are not chosen, and a frame over it is stopped */
+  memory?: number
+  /** for fair share between projects (default: the user) */
+  project?: string
 }
 
 export const JOB_DEFAULTS = {
@@ -62,8 +78,12 @@ export const PRIORITY_MAX = 1000
 
 const FIELDS = new Set([
   'name', 'frames', 'chunk', 'renderer', 'width', 'height', 'outputPattern', 'priority', 'user', 'group',
-  'notify', 'scene', 'files', 'requirements', 'command', 'frameTimeoutSec', 'maxAttempts', 'allowScripts'
+  'notify', 'scene', 'files', 'requirements', 'command', 'frameTimeoutSec', 'maxAttempts', 'allowScripts',
+  'after', 'afterFrames', 'uses', 'hosts', 'denyHosts', 'maxHosts', 'memory', 'project'
 ])
+
+const JOB_ID = /^[a-z0-9-]{4,64}$/
+const NAME = /^[A-Za-z0-9._-]{1,64}$/
 
 // Control characters have no business in names, paths or argv, and make logs lie.
 const CONTROL = /[\u0000-\u001f\u007f]/
@@ -118,6 +138,24 @@ function renderer (v: unknown): JobSpec['renderer'] {
     out.version = version.trim()
   }
   return out
+}
+
+function jobRef (v: unknown, field: string): string {
+  const s = text(v, field, 64).trim()
+  if (!JOB_ID.test(s)) throw new JobSpecError(field, `"${s}" is not a job id`)
+  return s
+}
+
+function nameOf (v: unknown, field: string): string {
+  const s = text(v, field, 64).trim()
+  if (!NAME.test(s)) throw new JobSpecError(field, `"${s}" must be 1-64 letters, digits, '.', '_' or '-'`)
+  return s
+}
+
+function memoryOf (v: unknown): number {
+  const n = typeof v === 'number' ? v : typeof v === 'string' ? parseSize(v.trim()) : undefined
+  if (n === undefined || !Number.isFinite(n) || n <= 0 || n > 2 ** 50) throw new JobSpecError('memory', 'must be a size like 4G, 512M or a number of bytes')
+  return Math.round(n)
 }
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]'])
@@ -257,6 +295,14 @@ export function validateJobSpec (input: unknown, defaults?: { user?: string, gro
     }
     spec.frameTimeoutSec = t
   }
+  if (has('after')) spec.after = list(input.after, 'after', 100, (x, f) => jobRef(x, f))
+  if (has('afterFrames')) spec.afterFrames = jobRef(input.afterFrames, 'afterFrames')
+  if (has('uses')) spec.uses = list(input.uses, 'uses', 20, (x, f) => nameOf(x, f))
+  if (has('hosts')) spec.hosts = list(input.hosts, 'hosts', 1000, (x, f) => text(x, f, 256).trim())
+  if (has('denyHosts')) spec.denyHosts = list(input.denyHosts, 'denyHosts', 1000, (x, f) => text(x, f, 256).trim())
+  if (has('maxHosts')) spec.maxHosts = int(input.maxHosts, 'maxHosts', 1, 100_000)
+  if (has('memory')) spec.memory = memoryOf(input.memory)
+  if (has('project')) spec.project = nameOf(input.project, 'project')
   if (has('allowScripts')) {
     if (typeof input.allowScripts !== 'boolean') throw new JobSpecError('allowScripts', 'must be true or false')
     spec.allowScripts = input.allowScripts
