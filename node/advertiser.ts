@@ -64,7 +64,7 @@ export class Advertiser {
   current (): Advert { return this.advert }
 
   /** Change our advert and tell the site at once. */
-  update (change: Partial<Pick<Advert, 'fingerprint' | 'roles' | 'term' | 'claim' | 'draining'>>): void {
+  update (change: Partial<Pick<Advert, 'fingerprint' | 'roles' | 'term' | 'claim' | 'draining' | 'paused'>>): void {
     this.advert = { ...this.advert, ...change, seq: this.advert.seq + 1, addresses: this.addresses(), known: this.known() }
     this.c.table.apply(this.advert)
     this.pushAll()

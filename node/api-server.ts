@@ -22,7 +22,10 @@ export interface ApiRequest {
 /** A handler returns JSON, or `undefined` when it wrote the response itself (streams, files). */
 export type ApiHandler = (req: ApiRequest) => Promise<unknown> | unknown
 
-interface Route { method: string, parts: string[], handler: ApiHandler }
+interface Route { method: string, parts: string[], handler: ApiHandler, public: boolean }
+
+/** `public`: served without the token; only for literal paths whose content holds no data (the dashboard's page shell). */
+export interface RouteOptions { public?: boolean }
 
 const MAX_BODY = 1024 * 1024
 
@@ -34,8 +37,8 @@ export class ApiServer {
 
   constructor (private readonly dir: DataDir, private readonly listen: string) {}
 
-  route (method: string, path: string, handler: ApiHandler): void {
-    this.routes.push({ method, parts: path.split('/').filter(Boolean), handler })
+  route (method: string, path: string, handler: ApiHandler, opts: RouteOptions = {}): void {
+    this.routes.push({ method, parts: path.split('/').filter(Boolean), handler, public: opts.public === true })
   }
 
   async start (info: Record<string, unknown>): Promise<void> {
@@ -74,7 +77,7 @@ export class ApiServer {
   private async dispatch (req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const url = new URL(req.url ?? '/', 'http://local')
-      if (!this.authorized(req, url.searchParams)) throw new ApiError('missing or wrong API token', 401)
+      if (!this.authorized(req, url.searchParams) && !this.isPublic(req.method ?? 'GET', url.pathname)) throw new ApiError('missing or wrong API token', 401)
       const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent)
       const found = this.match(req.method ?? 'GET', parts)
       if (found == null) throw new ApiError(`no such endpoint: ${req.method} ${url.pathname}`, 404)
@@ -88,6 +91,12 @@ export class ApiServer {
       if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ error: err.message, name: err.name, field: err.field }))
     }
+  }
+
+  /** Public routes are literal paths (no parameters), compared undecoded. */
+  private isPublic (method: string, pathname: string): boolean {
+    const path = pathname.split('/').filter(Boolean).join('/')
+    return this.routes.some(r => r.public && r.method === method && r.parts.join('/') === path)
   }
 
   private match (method: string, parts: string[]): { route: Route, params: Record<string, string> } | undefined {

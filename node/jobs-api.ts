@@ -6,6 +6,7 @@ import type { SiteClient } from './site-client.js'
 import type { OriginRole } from './origin/origin-role.js'
 import type { RendererRole } from './render/renderer-role.js'
 import type { SiteEvents, SiteEvent } from './site-events.js'
+import { HOST_ACTIONS, type HostAction } from '../protocols/render-rpc.js'
 
 /**
  * API routes for jobs. Submissions are taken by this node as the job's
@@ -42,6 +43,13 @@ export function registerJobRoutes (api: ApiServer, client: SiteClient, origin: O
     return undefined
   })
   api.route('GET', '/v1/running', () => renderer.list())
+  api.route('GET', '/v1/limits', async () => await client.scheduler({ op: 'limits' }))
+  api.route('POST', '/v1/limits', async ({ body }) => {
+    const b = body as any
+    if (typeof b?.name !== 'string' || b.name === '') throw new ApiError('name: expected a limit name', 400)
+    if (!Number.isInteger(b?.count) || b.count < 0) throw new ApiError(`count: expected a whole number of at least 0, got ${JSON.stringify(b?.count)}`, 400)
+    return await client.scheduler({ op: 'limits', set: { name: b.name, count: b.count } })
+  })
   for (const action of ['hold', 'release'] as const) {
     api.route('POST', `/v1/jobs/:id/${action}`, async ({ params }) => await client.scheduler({ op: 'control', id: params.id, action }))
   }
@@ -53,9 +61,9 @@ export function registerJobRoutes (api: ApiServer, client: SiteClient, origin: O
   // host control goes to the host itself, wherever it is in the site
   api.route('POST', '/v1/hosts/:id/:action', async ({ params }) => {
     const action = params.action
-    if (action !== 'drain' && action !== 'undrain' && action !== 'stop') throw new ApiError(`no host action ${action}: drain, undrain or stop`, 404)
+    if (!(HOST_ACTIONS as readonly string[]).includes(action)) throw new ApiError(`no host action ${action}: ${HOST_ACTIONS.join(', ')}`, 404)
     const host = resolveHost(params.id)
-    return await client.renderer(host, { op: 'host', action })
+    return await client.renderer(host, { op: 'host', action: action as HostAction })
   })
   api.route('GET', '/v1/events', ({ raw, res }) => {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ConfigError, UsageError } from './errors.js'
+import { ConfigError, DataDirError, UsageError } from './errors.js'
+import { dirname } from 'node:path'
 import { dataDirPaths, defaultDataDir } from '../storage/data-dir.js'
 
 /**
@@ -25,6 +26,23 @@ export interface NodeOptions {
   disableRenderers: string[]
   dropFolder?: string
   debug: boolean
+  /** fair-share weights by user or project (config.json `fairShare`) */
+  fairShare?: Record<string, number>
+  /** a workstation renders only while its user is away */
+  workstation?: WorkstationOptions
+  /** hours with no new frames, e.g. `09:00-18:00` */
+  sleep: string[]
+}
+
+export interface WorkstationOptions {
+  /** seconds without activity before it renders again */
+  idleAfterSec: number
+  /** seconds its running frames may finish after activity before they are handed back */
+  graceSec: number
+  /** a file whose modification counts as user activity (tests, or a desktop hook) */
+  activityFile?: string
+  /** 1-minute load average above which the user counts as active */
+  loadThreshold?: number
 }
 
 export type OptionInput = Partial<Omit<NodeOptions, 'data'>>
@@ -41,10 +59,13 @@ const ENV: Record<keyof OptionInput, string> = {
   api: 'FARMESH_API',
   disableRenderers: 'FARMESH_DISABLE_RENDERERS',
   dropFolder: 'FARMESH_DROP_FOLDER',
-  debug: 'FARMESH_DEBUG'
+  debug: 'FARMESH_DEBUG',
+  fairShare: 'FARMESH_FAIR_SHARE',
+  workstation: 'FARMESH_WORKSTATION',
+  sleep: 'FARMESH_SLEEP'
 }
 
-const LISTS = new Set(['listen', 'peers', 'disableRenderers'])
+const LISTS = new Set(['listen', 'peers', 'disableRenderers', 'sleep'])
 const BOOLS = new Set(['mdns', 'render', 'schedule', 'debug'])
 
 function fromEnv (env: NodeJS.ProcessEnv): OptionInput {
@@ -53,7 +74,9 @@ function fromEnv (env: NodeJS.ProcessEnv): OptionInput {
     const v = env[name]
     if (v == null || v === '') continue
     if (LISTS.has(key)) out[key] = v.split(',').map(s => s.trim()).filter(Boolean)
-    else if (BOOLS.has(key)) {
+    else if (key === 'fairShare' || key === 'workstation') {
+      try { out[key] = JSON.parse(v) } catch { throw new UsageError(`${name}: expected JSON`) }
+    } else if (BOOLS.has(key)) {
       if (!/^(1|0|true|false|yes|no)$/i.test(v)) throw new UsageError(`${name}: expected true or false, got ${JSON.stringify(v)}`)
       out[key] = /^(1|true|yes)$/i.test(v)
     } else if (key === 'slots') out[key] = parseSlots(v, name)
@@ -72,6 +95,7 @@ async function fromConfigFile (path: string): Promise<OptionInput> {
   let text: string
   try { text = await readFile(path, 'utf8') } catch (err: any) {
     if (err.code === 'ENOENT') return {}
+    if (err.code === 'ENOTDIR') throw new DataDirError(`data directory ${dirname(path)} is not usable: a path component is not a directory`)
     throw new ConfigError(`cannot read config file ${path}: ${err.code ?? err.message}`)
   }
   let parsed: unknown
@@ -115,8 +139,12 @@ export async function resolveNodeOptions (flags: OptionInput & { data?: string }
     api: merged.api ?? '127.0.0.1:0',
     disableRenderers: merged.disableRenderers ?? [],
     dropFolder: merged.dropFolder,
-    debug: merged.debug ?? false
+    debug: merged.debug ?? false,
+    fairShare: checkWeights(merged.fairShare),
+    workstation: checkWorkstation(merged.workstation),
+    sleep: merged.sleep ?? []
   }
+  for (const s of opts.sleep) parseSleepWindow(s)
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.site)) throw new UsageError(`--site: expected 1-64 letters, digits, '.', '_' or '-', got ${JSON.stringify(opts.site)}`)
   for (const l of opts.listen) checkMultiaddr(l, '--listen')
   for (const p of opts.peers) {
@@ -125,6 +153,40 @@ export async function resolveNodeOptions (flags: OptionInput & { data?: string }
   }
   checkHostPort(opts.api)
   return opts
+}
+
+function checkWeights (v: unknown): Record<string, number> | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError('fairShare: expected an object of weights, e.g. {"alice": 2, "bob": 1}')
+  for (const [k, w] of Object.entries(v)) {
+    if (typeof w !== 'number' || !(w > 0) || !Number.isFinite(w)) throw new ConfigError(`fairShare.${k}: expected a positive number`)
+  }
+  return v as Record<string, number>
+}
+
+function checkWorkstation (v: unknown): WorkstationOptions | undefined {
+  if (v === undefined || v === false) return undefined
+  const o = (v === true ? {} : v) as Record<string, unknown>
+  if (typeof o !== 'object' || o === null) throw new ConfigError('workstation: expected true or an object')
+  const num = (k: string, d: number): number => {
+    const x = o[k] ?? d
+    if (typeof x !== 'number' || !(x >= 0)) throw new UsageError(`workstation ${k}: expected a number of seconds`)
+    return x
+  }
+  return {
+    idleAfterSec: num('idleAfterSec', 300),
+    graceSec: num('graceSec', 30),
+    activityFile: typeof o.activityFile === 'string' ? o.activityFile : undefined,
+    loadThreshold: typeof o.loadThreshold === 'number' ? o.loadThreshold : undefined
+  }
+}
+
+/** `HH:MM-HH:MM` → minutes after midnight; a window may cross midnight. */
+export function parseSleepWindow (s: string): { from: number, to: number } {
+  const m = /^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$/.exec(s.trim())
+  const mins = (h: string, mm: string): number => Number(h) * 60 + Number(mm)
+  if (m == null || Number(m[1]) > 23 || Number(m[3]) > 24 || Number(m[2]) > 59 || Number(m[4]) > 59) throw new UsageError(`--sleep: expected HH:MM-HH:MM, got ${JSON.stringify(s)}`)
+  return { from: mins(m[1], m[2]), to: mins(m[3], m[4]) }
 }
 
 function stripUndefined<T extends object> (o: T): Partial<T> {

@@ -31,7 +31,7 @@ export function attachRoles (node: FarmNode): void {
       term: (await store.getMeta('term')) ?? 0,
       startedAt: node.advertiser.current().startedAt,
       canSchedule: node.opts.schedule,
-      persistTerm: async (term) => { await store.putMeta('term', term) },
+      persistTerm: async (term) => { await store.putMeta('term', term).catch((err: any) => { node.log.debug(`term not persisted: ${err.message}`) }) },
       advertise: (claim, term) => { node.advertiser.update({ claim, term }) }
     })
     node.setSchedulerView({ leader: () => election.leader(), term: () => election.currentTerm() })

@@ -30,6 +30,8 @@ export interface Advert {
   term: number
   /** this node claims the scheduler role in `term` */
   claim?: boolean
+  /** takes no new frames now, and why: `nimby` (its user is at it), `asleep` (sleep schedule) */
+  paused?: string
   draining?: boolean
   /** addresses of the other members this node is connected to: peer exchange, so a site connected through one `--peer` becomes a full mesh */
   known?: string[]
@@ -74,6 +76,7 @@ export function parseAdvert (v: unknown): Advert {
     leaving: bool(o.leaving, 'leaving'),
     term: int(o.term, 'term'),
     claim: o.claim === undefined ? undefined : bool(o.claim, 'claim'),
+    paused: o.paused === undefined || o.paused === null ? undefined : str(o.paused, 'paused', 64),
     draining: o.draining === undefined ? undefined : bool(o.draining, 'draining'),
     known: o.known === undefined ? undefined : arr(o.known, 'known', 256, (a, f) => str(a, f, 512)),
   }

@@ -31,17 +31,22 @@ export interface DispatchTask {
   outputPattern: string
   command?: string[]
   timeoutSec?: number
+  /** stop the frame when it uses more memory than this (bytes) */
+  memory?: number
   allowScripts: boolean
   /** first and last frame of the whole job: POV-Ray's animation clock spans them */
   jobStart: number
   jobEnd: number
 }
 
+export const HOST_ACTIONS = ['drain', 'undrain', 'stop', 'nimby-on', 'nimby-off'] as const
+export type HostAction = typeof HOST_ACTIONS[number]
+
 export type RenderRequest =
   | { op: 'dispatch', term: number, task: DispatchTask }
   | { op: 'kill', term: number, jobId: string, index?: number }
   | { op: 'running' }
-  | { op: 'host', action: 'drain' | 'undrain' | 'stop' }
+  | { op: 'host', action: HostAction }
 
 export interface RunningTask { jobId: string, index: number, attemptId: string, progress: number }
 
@@ -66,6 +71,7 @@ function parseTask (v: unknown): DispatchTask {
     outputPattern: pattern,
     command: o.command === undefined ? undefined : arr(o.command, 'task.command', 1000, (x, f) => str(x, f, 8192)),
     timeoutSec: o.timeoutSec === undefined ? undefined : int(o.timeoutSec, 'task.timeoutSec', 1),
+    memory: o.memory === undefined ? undefined : int(o.memory, 'task.memory', 1),
     allowScripts: bool(o.allowScripts, 'task.allowScripts'),
     jobStart: int(o.jobStart, 'task.jobStart'),
     jobEnd: int(o.jobEnd, 'task.jobEnd')
@@ -76,7 +82,7 @@ export function parseRenderRequest (v: unknown): RenderRequest {
   const o = obj(v, 'request')
   const op = oneOf(o.op, 'op', ['dispatch', 'kill', 'running', 'host'] as const)
   if (op === 'running') return { op }
-  if (op === 'host') return { op, action: oneOf(o.action, 'action', ['drain', 'undrain', 'stop'] as const) }
+  if (op === 'host') return { op, action: oneOf(o.action, 'action', HOST_ACTIONS) }
   const term = int(o.term, 'term')
   if (op === 'dispatch') return { op, term, task: parseTask(o.task) }
   return { op, term, jobId: str(o.jobId, 'jobId', 64), index: o.index === undefined ? undefined : int(o.index, 'index') }

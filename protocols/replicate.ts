@@ -5,7 +5,7 @@ import { callRpc, serveRpc } from './rpc.js'
 import { parseInput } from './scheduler-rpc.js'
 import { validateJobSpec } from '../node/jobs/job-spec.js'
 import { validateRequirement } from '../node/jobs/requirements.js'
-import type { InputFile, JobRecord, TaskRecord, Version } from '../node/jobs/job-model.js'
+import type { InputFile, JobRecord, SiteLimit, TaskRecord, Version } from '../node/jobs/job-model.js'
 
 /**
  * /farmesh/replicate/1.0.0 — job state between nodes of a site.
@@ -21,8 +21,8 @@ export const REPLICATE_PROTOCOL = '/farmesh/replicate/1.0.0'
 export const REPLICATE_LIMITS: MessageLimits = { maxBytes: 32 * 1024 * 1024, timeoutMs: 30_000 }
 
 export type ReplicateRequest =
-  | { op: 'put', term: number, jobs: JobRecord[], tasks: TaskRecord[] }
-  | { op: 'sync', term: number, jobs: JobRecord[], tasks: TaskRecord[] }
+  | { op: 'put', term: number, jobs: JobRecord[], tasks: TaskRecord[], limits?: SiteLimit[] }
+  | { op: 'sync', term: number, jobs: JobRecord[], tasks: TaskRecord[], limits?: SiteLimit[] }
   | { op: 'hold', origin: string, jobId: string, inputs: InputFile[] }
 
 const JOB_STATES = ['queued', 'active', 'done', 'failed', 'killed'] as const
@@ -96,6 +96,7 @@ export function parseTaskRecord (v: unknown, f = 'task'): TaskRecord {
         },
     outputs: o.outputs === undefined ? undefined : strs(o.outputs, `${f}.outputs`),
     delivered: o.delivered === undefined ? undefined : bool(o.delivered, `${f}.delivered`),
+    memory: optInt(o.memory, `${f}.memory`),
     gen: optInt(o.gen, `${f}.gen`),
     ver: version(o.ver, `${f}.ver`)
   }
@@ -109,7 +110,8 @@ export function parseReplicateRequest (v: unknown): ReplicateRequest {
     op,
     term: int(o.term, 'term'),
     jobs: arr(o.jobs, 'jobs', 10_000, (x, f) => parseJobRecord(x, f)),
-    tasks: arr(o.tasks, 'tasks', 1_000_000, (x, f) => parseTaskRecord(x, f))
+    tasks: arr(o.tasks, 'tasks', 1_000_000, (x, f) => parseTaskRecord(x, f)),
+    limits: o.limits === undefined ? undefined : arr(o.limits, 'limits', 1000, (x, f) => { const l = obj(x, f); return { name: str(l.name, `${f}.name`, 64), count: int(l.count, `${f}.count`, 0, 1_000_000), ver: version(l.ver, `${f}.ver`) } })
   }
 }
 

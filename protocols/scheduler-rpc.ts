@@ -29,12 +29,15 @@ export interface ReportRequest {
   outputs?: string[]
   /** false when the origin was unreachable and the host keeps the outputs to deliver later */
   delivered?: boolean
+  /** the host's user took it back (NIMBY): not the frame's fault, nor the host's */
+  handedBack?: boolean
 }
 export interface QueryRequest { op: 'jobs' }
 export interface JobQuery { op: 'job', id: string }
 export const CONTROL_ACTIONS = ['kill', 'retry', 'priority', 'kill-frames', 'hold', 'release'] as const
 export interface ControlRequest { op: 'control', id: string, action: typeof CONTROL_ACTIONS[number], frames?: string, priority?: number }
-export type SchedulerRequest = SubmitRequest | ReportRequest | QueryRequest | JobQuery | ControlRequest
+export interface LimitsRequest { op: 'limits', set?: { name: string, count: number } }
+export type SchedulerRequest = SubmitRequest | ReportRequest | QueryRequest | JobQuery | ControlRequest | LimitsRequest
 
 const jobId = (v: unknown, f: string): string => {
   const s = str(v, f, 64)
@@ -65,7 +68,7 @@ function parseStats (v: unknown): TaskStats {
 
 export function parseSchedulerRequest (v: unknown): SchedulerRequest {
   const o = obj(v, 'request')
-  const op = oneOf(o.op, 'op', ['submit', 'report', 'jobs', 'job', 'control'] as const)
+  const op = oneOf(o.op, 'op', ['submit', 'report', 'jobs', 'job', 'control', 'limits'] as const)
   switch (op) {
     case 'submit':
       return { op, id: jobId(o.id, 'id'), spec: validateJobSpec(o.spec), inputs: arr(o.inputs, 'inputs', MAX_INPUTS, parseInput), scene: str(o.scene, 'scene', 4096), holders: o.holders === undefined ? undefined : arr(o.holders, 'holders', 64, (x, f) => str(x, f, 128)) }
@@ -81,10 +84,19 @@ export function parseSchedulerRequest (v: unknown): SchedulerRequest {
         logTail: o.logTail === undefined ? undefined : arr(o.logTail, 'logTail', 200, (x, f) => str(x, f, 4096)),
         stats: o.stats === undefined ? undefined : parseStats(o.stats),
         outputs: o.outputs === undefined ? undefined : arr(o.outputs, 'outputs', 10_000, (x, f) => str(x, f, 256)),
-        delivered: o.delivered === undefined ? undefined : o.delivered === true
+        delivered: o.delivered === undefined ? undefined : o.delivered === true,
+        handedBack: o.handedBack === true ? true : undefined
       }
     case 'jobs':
       return { op }
+    case 'limits': {
+      if (o.set === undefined) return { op }
+      const s = obj(o.set, 'set')
+      const name = str(s.name, 'set.name', 64)
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new ProtocolError('name: 1-64 letters, digits, \'.\', \'_\' or \'-\'')
+      if (typeof s.count !== 'number' || !Number.isInteger(s.count) || s.count < 0 || s.count > 1_000_000) throw new ProtocolError(`count: expected a whole number from 0 to 1000000, got ${JSON.stringify(s.count)}`)
+      return { op, set: { name, count: s.count } }
+    }
     case 'job':
       return { op, id: jobId(o.id, 'id') }
     case 'control':

@@ -1,5 +1,5 @@
 import { Level } from 'level'
-import type { JobRecord, TaskRecord } from '../node/jobs/job-model.js'
+import type { JobRecord, SiteLimit, TaskRecord } from '../node/jobs/job-model.js'
 
 /**
  * Everything a node keeps about jobs, in one level database in its data
@@ -27,6 +27,7 @@ export class JobStore {
   private readonly tasks
   private readonly origin
   private readonly meta
+  private readonly limits
 
   constructor (path: string) {
     this.db = new Level<string, any>(path, { valueEncoding: 'json' })
@@ -34,6 +35,7 @@ export class JobStore {
     this.tasks = this.db.sublevel<string, TaskRecord>('sched-tasks', { valueEncoding: 'json' })
     this.origin = this.db.sublevel<string, OriginJob>('origin-jobs', { valueEncoding: 'json' })
     this.meta = this.db.sublevel<string, number>('meta', { valueEncoding: 'json' })
+    this.limits = this.db.sublevel<string, SiteLimit>('limits', { valueEncoding: 'json' })
   }
 
   async open (): Promise<void> { await this.db.open() }
@@ -65,6 +67,10 @@ export class JobStore {
   async allJobs (): Promise<JobRecord[]> { return await this.jobs.values().all() }
   async getJob (id: string): Promise<JobRecord | undefined> { return await this.jobs.get(id) }
   async getTask (jobId: string, index: number): Promise<TaskRecord | undefined> { return await this.tasks.get(taskKey(jobId, index)) }
+
+  async allLimits (): Promise<SiteLimit[]> { return await this.limits.values().all() }
+  async getLimit (name: string): Promise<SiteLimit | undefined> { return await this.limits.get(name) }
+  async putLimit (limit: SiteLimit): Promise<void> { await this.limits.put(limit.name, limit) }
 
   async getMeta (key: string): Promise<number | undefined> { return await this.meta.get(key) }
   async putMeta (key: string, value: number): Promise<void> { await this.meta.put(key, value) }

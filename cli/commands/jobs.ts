@@ -12,8 +12,8 @@ export const jobs: Command = {
     const api = await connectApi(data)
     const list = await api.call<any[]>('GET', '/v1/jobs')
     if (json) { out.json(list); return }
-    out.print(table(['ID', 'NAME', 'STATE', 'PRI', 'FRAMES', 'USER', 'ORIGIN'], list.map(j => [
-      j.id, j.name, j.state, String(j.priority), `${j.frames.done}/${j.frames.total}${j.frames.running > 0 ? ` (${j.frames.running} running)` : ''}${j.frames.failed > 0 ? ` ${j.frames.failed} failed` : ''}`, j.user, shortId(j.origin)
+    out.print(table(['ID', 'NAME', 'STATE', 'PRI', 'FRAMES', 'USER', 'ORIGIN', 'WAITING'], list.map(j => [
+      j.id, j.name, j.held === true ? `${j.state} (held)` : j.state, String(j.priority), `${j.frames.done}/${j.frames.total}${j.frames.running > 0 ? ` (${j.frames.running} running)` : ''}${j.frames.failed > 0 ? ` ${j.frames.failed} failed` : ''}`, j.user, shortId(j.origin), j.waiting ?? ''
     ])))
   }
 }
@@ -42,6 +42,7 @@ export const job: Command = {
     out.print(`state     ${j.state}${j.reason != null ? ` — ${j.reason}` : ''}`)
     out.print(`priority  ${j.priority}   user ${j.user}   renderer ${j.renderer}`)
     out.print(`frames    ${j.frames.filter((f: any) => f.state === 'done').length}/${j.frames.length} done`)
+    if (j.waiting != null) out.print(`waiting   ${j.waiting}`)
     out.print('')
     out.print(table(['FRAMES', 'STATE', 'HOST', 'TRIES', 'TIME', 'CPU', 'ERROR'], j.tasks.map((t: any) => [
       t.frames.length > 1 ? `${t.frames[0]}-${t.frames[t.frames.length - 1]}` : String(t.frames[0]),

@@ -3,11 +3,19 @@ import { resolveNodeOptions, parseSlots } from '../../node/options.js'
 import { createLogger } from '../../node/logger.js'
 import { attachRoles } from '../../node/roles.js'
 import type { Command } from '../command.js'
+import { UsageError } from '../../node/errors.js'
+
+function seconds (v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag}: expected a number, got ${JSON.stringify(v)}`)
+  return n
+}
 
 export const start: Command = {
   name: 'start',
   summary: 'run this host\'s node in the foreground until Ctrl-C',
-  usage: 'start [--data DIR] [--site NAME] [--listen MA]… [--peer MA]… [--mdns-interface IFACE | --no-mdns] [--slots N] [--no-render] [--no-schedule] [--api HOST:PORT] [--drop-folder DIR]',
+  usage: 'start [--data DIR] [--site NAME] [--listen MA]… [--peer MA]… [--mdns-interface IFACE | --no-mdns] [--slots N] [--no-render] [--no-schedule] [--api HOST:PORT] [--drop-folder DIR] [--workstation [--idle-after SEC] [--grace SEC] [--activity-file F] [--load-threshold X]] [--sleep HH:MM-HH:MM]…',
   options: {
     site: { type: 'string' },
     listen: { type: 'string', multiple: true },
@@ -20,6 +28,12 @@ export const start: Command = {
     api: { type: 'string' },
     'disable-renderer': { type: 'string', multiple: true },
     'drop-folder': { type: 'string' },
+    workstation: { type: 'boolean' },
+    'idle-after': { type: 'string' },
+    grace: { type: 'string' },
+    'activity-file': { type: 'string' },
+    'load-threshold': { type: 'string' },
+    sleep: { type: 'string', multiple: true },
     quiet: { type: 'boolean' }
   },
   async run ({ values: v, data }) {
@@ -36,7 +50,16 @@ export const start: Command = {
       api: v.api,
       disableRenderers: v['disable-renderer'],
       dropFolder: v['drop-folder'],
-      debug: v.debug
+      debug: v.debug,
+      sleep: v.sleep,
+      workstation: v.workstation === true
+        ? {
+            idleAfterSec: seconds(v['idle-after'], '--idle-after') ?? 300,
+            graceSec: seconds(v.grace, '--grace') ?? 30,
+            activityFile: v['activity-file'],
+            loadThreshold: seconds(v['load-threshold'], '--load-threshold')
+          }
+        : undefined
     })
     const log = createLogger({ debug: opts.debug, quiet: v.quiet === true })
     const node = new FarmNode(opts, log)

@@ -29,13 +29,22 @@ async function specFrom (v: Record<string, any>, positionals: string[]): Promise
   if (v.notify != null) spec.notify = [...(spec.notify ?? []), ...v.notify]
   if (v.arg != null) spec.command = v.arg
   if (v['allow-scripts'] === true) spec.allowScripts = true
+  if (v.after != null) spec.after = [...(spec.after ?? []), ...v.after]
+  if (v['after-frames'] != null) spec.afterFrames = v['after-frames']
+  if (v.uses != null) spec.uses = [...(spec.uses ?? []), ...v.uses]
+  if (v.host != null) spec.hosts = [...(spec.hosts ?? []), ...v.host]
+  if (v['deny-host'] != null) spec.denyHosts = [...(spec.denyHosts ?? []), ...v['deny-host']]
+  if (v['max-hosts'] != null) spec.maxHosts = intFlag(v['max-hosts'], '--max-hosts', 1, 100_000)
+  if (v.memory != null) spec.memory = v.memory
+  if (v.project != null) spec.project = v.project
+  if (v.user != null) spec.user = v.user
   return spec
 }
 
 export const submit: Command = {
   name: 'submit',
   summary: 'submit a job from this host; prints its id',
-  usage: 'submit [SCENE [FILES…]] [--spec job.yaml] --renderer R[@VERSION] --frames F [--priority N] [--require KEY=PATTERN]… [--chunk N] [--name S] [--width W --height H] [--output PATTERN] [--timeout SEC] [--notify URI]… [--arg ARGV]… [--wait] [--json]',
+  usage: 'submit [SCENE [FILES…]] [--spec job.yaml] --renderer R[@VERSION] --frames F [--priority N] [--require KEY=PATTERN]… [--chunk N] [--name S] [--width W --height H] [--output PATTERN] [--timeout SEC] [--notify URI]… [--arg ARGV]… [--after JOB]… [--after-frames JOB] [--uses LIMIT]… [--host GLOB]… [--deny-host GLOB]… [--max-hosts K] [--memory SIZE] [--project P] [--wait] [--json]',
   positionals: [0, 10_000],
   options: {
     spec: { type: 'string' },
@@ -53,6 +62,15 @@ export const submit: Command = {
     notify: { type: 'string', multiple: true },
     arg: { type: 'string', multiple: true },
     'allow-scripts': { type: 'boolean' },
+    after: { type: 'string', multiple: true },
+    'after-frames': { type: 'string' },
+    uses: { type: 'string', multiple: true },
+    host: { type: 'string', multiple: true },
+    'deny-host': { type: 'string', multiple: true },
+    'max-hosts': { type: 'string' },
+    memory: { type: 'string' },
+    project: { type: 'string' },
+    user: { type: 'string' },
     wait: { type: 'boolean' }
   },
   async run ({ values: v, positionals, data, json }, out) {

@@ -13,6 +13,9 @@ export type TaskState = 'queued' | 'running' | 'done' | 'failed'
 /** Which scheduler wrote a record, and when: replicas and merges keep the newer. */
 export interface Version { term: number, n: number }
 
+/** A site-wide limit, e.g. a renderer's floating licenses: at most `count` frames hold one at once. */
+export interface SiteLimit { name: string, count: number, ver?: Version }
+
 export interface InputFile {
   /** posix path relative to the job's input directory */
   path: string
@@ -83,6 +86,8 @@ export interface TaskRecord {
   outputs?: string[]
   /** false while the origin was unreachable: the host keeps the output and delivers it later */
   delivered?: boolean
+  /** memory limit raised after the frame ran out of memory (bytes); it is retried once with it */
+  memory?: number
   gen?: number
   ver?: Version
 }

@@ -14,6 +14,7 @@ import type { RenderTask } from '../renderers/adapter.js'
 import type { ReportRequest } from '../../protocols/scheduler-rpc.js'
 import type { Election } from '../scheduler/election.js'
 import { PendingOutputs } from './pending-outputs.js'
+import { Availability } from './availability.js'
 
 /**
  * The render server of one host (the patent's FIGURE 2): N slots, each
@@ -28,7 +29,7 @@ export interface OutputSink {
   (origin: string, header: { jobId: string, frame: number, name: string, size: number, hash: string, attempt: string, host: string }, file: string, signal: AbortSignal): Promise<boolean>
 }
 
-interface Running { task: DispatchTask, abort: AbortController, progress: number }
+interface Running { task: DispatchTask, abort: AbortController, progress: number, handedBack?: boolean }
 
 const BUILTIN_CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'renderers', 'builtin-cli.js')
 const REPORT_RETRY_MS = 1_000
@@ -42,9 +43,11 @@ export class RendererRole {
   private stopped = false
 
   private readonly pending: PendingOutputs
+  readonly availability: Availability
 
   constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly outputs: OutputSink, private readonly election: Election) {
     this.pending = new PendingOutputs(join(node.dir.root, 'pending'), outputs, node.log)
+    this.availability = new Availability({ workstation: node.opts.workstation, sleep: node.opts.sleep })
   }
 
   get slots (): number { return this.node.opts.render ? this.node.opts.slots : 0 }
@@ -57,11 +60,21 @@ export class RendererRole {
     this.client.local.renderer = async (req, from) => await this.answer(req, from)
     this.pending.start()
     this.node.membership.on('join', (peer) => { void this.pending.flush(peer) })
+    this.availability.on('change', (paused) => {
+      this.node.log.info(paused == null ? 'taking frames again' : `taking no new frames: ${paused}`)
+      this.node.advertiser.update({ paused })
+    })
+    this.availability.on('handBack', () => {
+      for (const r of this.running.values()) { r.handedBack = true; r.abort.abort() }
+      if (this.running.size > 0) this.node.log.info(`handed ${this.running.size} running frame(s) back to the queue`)
+    })
+    this.availability.start()
   }
 
   async stop (): Promise<void> {
     this.stopped = true
     this.pending.stop()
+    this.availability.stop()
     for (const r of this.running.values()) r.abort.abort()
   }
 
@@ -82,6 +95,10 @@ export class RendererRole {
       case 'running': return this.list()
       case 'host': {
         this.node.log.info(`${req.action} requested by ${from}`)
+        if (req.action === 'nimby-on' || req.action === 'nimby-off') {
+          this.availability.setLocked(req.action === 'nimby-on')
+          return { locked: this.availability.isLocked() }
+        }
         if (req.action === 'stop') { setTimeout(() => { process.kill(process.pid, 'SIGTERM') }, 100); return { stopping: true } }
         // a draining host finishes its frames and takes no more
         this.node.advertiser.update({ draining: req.action === 'drain' })
@@ -96,6 +113,8 @@ export class RendererRole {
       }
       case 'dispatch': {
         if (this.node.advertiser.current().draining === true) return { accepted: false, reason: 'this host is draining' }
+        const paused = this.availability.paused()
+        if (paused != null) return { accepted: false, reason: `this host takes no frames now (${paused})` }
         if (this.stopped || this.running.size >= this.slots) return { accepted: false, reason: `no free slot (${this.running.size}/${this.slots} busy)` }
         const k = `${req.task.jobId}#${req.task.index}`
         if (this.running.has(k)) return { accepted: false, reason: 'task already running here' }
@@ -125,6 +144,7 @@ export class RendererRole {
       void this.report({ ...base, kind: 'started' }, false)
       result = await this.render(r, inputDir, outputDir)
       if (!result.ok) {
+        if (r.handedBack === true) return { ...base, kind: 'failed', error: 'handed back: the host\'s user needs it', handedBack: true }
         if (r.abort.signal.aborted) return undefined
         return { ...base, kind: 'failed', error: result.error ?? (result.missing.length > 0 ? `no output written: ${result.missing.map(m => basename(m)).join(', ')}` : `exit code ${String(result.exitCode)}`), logTail: result.logTail, stats: stats(result) }
       }
@@ -147,6 +167,7 @@ export class RendererRole {
       await rm(outputDir, { recursive: true, force: true })
       return { ...base, kind: 'done', logTail: result.logTail, stats: stats(result), outputs: names, delivered }
     } catch (err: any) {
+      if (r.handedBack === true) return { ...base, kind: 'failed', error: 'handed back: the host\'s user needs it', handedBack: true }
       if (r.abort.signal.aborted) return undefined // killed: the scheduler already knows
       return { ...base, kind: 'failed', error: err.message, logTail: result?.logTail, stats: result != null ? stats(result) : undefined }
     }
@@ -170,6 +191,7 @@ export class RendererRole {
       last = await runTask(adapter, rt, {
         signal: r.abort.signal,
         timeoutMs: task.timeoutSec != null ? task.timeoutSec * 1000 * (end - start + 1) : undefined,
+        maxRssBytes: task.memory,
         onProgress: (p) => {
           r.progress = (n + p) / ranges.length
           const now = Date.now()

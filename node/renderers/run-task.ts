@@ -11,6 +11,9 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises'
 import { StringDecoder } from 'node:string_decoder'
 import type { CommandLine, RenderTask, RendererAdapter } from './adapter.js'
 
+/** How a frame stopped for using more memory than its job declared begins its error. */
+export const MEMORY_LIMIT_ERROR = 'memory limit exceeded'
+
 export class RenderTaskError extends Error {
   constructor (message: string) { super(message); this.name = 'RenderTaskError' }
 }
@@ -27,6 +30,8 @@ export interface RunTaskOptions {
   wrap?: (cmd: CommandLine) => CommandLine
   /** how often /proc is sampled (default 250 ms) */
   sampleIntervalMs?: number
+  /** stop the task when its process group's memory goes over this (bytes) */
+  maxRssBytes?: number
   /** SIGTERM → SIGKILL delay when killing (default 2000 ms) */
   killGraceMs?: number
 }
@@ -324,6 +329,7 @@ export async function runTask (adapter: RendererAdapter, task: RenderTask, opts:
   const pid = child.pid
 
   let timedOut = false
+  let overMemory = false
   let killed = false
   let spawnError: Error | undefined
   let exit: { code: number | null, signal: NodeJS.Signals | null } | undefined
@@ -349,7 +355,9 @@ export async function runTask (adapter: RendererAdapter, task: RenderTask, opts:
     void monitor.sample(0) // right away, fresh scan: a short task may be gone before the first tick
     sampler = setInterval(() => {
       baseline = { ticks: reapedChildTicks(), seq: exitSeq }
-      void monitor?.sample(interval / 2)
+      void monitor?.sample(interval / 2).then(() => {
+        if (opts.maxRssBytes !== undefined && (monitor?.usage.peakRssBytes ?? 0) > opts.maxRssBytes && !overMemory) { overMemory = true; terminate() }
+      })
     }, interval)
     sampler.unref()
     if (opts.timeoutMs !== undefined) {
@@ -415,6 +423,7 @@ export async function runTask (adapter: RendererAdapter, task: RenderTask, opts:
     if (spawnError !== undefined && exit === undefined) {
       error = `cannot start ${command.file}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`
     } else if (timedOut) error = `timed out after ${opts.timeoutMs} ms`
+    else if (overMemory) error = `${MEMORY_LIMIT_ERROR}: used ${Math.round((usage?.peakRssBytes ?? 0) / 2 ** 20)} MiB, limit ${Math.round((opts.maxRssBytes ?? 0) / 2 ** 20)} MiB`
     else if (killed) error = 'aborted'
     else if (exitCode !== 0) error = renderer ?? (signal !== null ? `killed by ${signal}` : `exited with code ${exitCode}`)
     else if (finalizeError !== undefined) error = finalizeError

@@ -51,6 +51,7 @@ export class Election extends EventEmitter<{ change: [leader: string | null, ter
   private current: string | null = null
   private timer?: NodeJS.Timeout
   private evaluating = false
+  private stopped = false
   private again = false
 
   constructor (private readonly init: ElectionInit) {
@@ -58,15 +59,21 @@ export class Election extends EventEmitter<{ change: [leader: string | null, ter
     this.term = init.term
   }
 
+  private readonly onTable = (): void => { void this.evaluate() }
+
   start (): void {
-    this.init.table.on('change', () => { void this.evaluate() })
+    this.init.table.on('change', this.onTable)
     // the grace period ends without any table change on a lone host
     this.timer = setTimeout(() => { void this.evaluate() }, CLAIM_GRACE_MS + 50)
     this.timer.unref()
     void this.evaluate()
   }
 
-  stop (): void { if (this.timer != null) clearTimeout(this.timer) }
+  stop (): void {
+    this.stopped = true
+    this.init.table.off('change', this.onTable)
+    if (this.timer != null) clearTimeout(this.timer)
+  }
 
   leader (): string | null { return this.current }
   currentTerm (): number { return this.term }
@@ -100,6 +107,7 @@ export class Election extends EventEmitter<{ change: [leader: string | null, ter
   }
 
   private async step (): Promise<void> {
+    if (this.stopped) return
     const entries = this.init.table.entries().filter(e => !e.advert.leaving)
     for (const e of entries) if (e.advert.term > this.term) { this.term = e.advert.term; await this.init.persistTerm(this.term) }
     const claims = entries.filter(e => e.advert.claim === true && e.advert.peerId !== this.init.self)

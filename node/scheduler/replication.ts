@@ -5,8 +5,8 @@ import type { BlobStore } from '../../storage/blob-store.js'
 import type { Election } from './election.js'
 import { REPLICATE_PROTOCOL, callReplica, serveReplica, type ReplicateRequest } from '../../protocols/replicate.js'
 import { fetchBlob } from '../../protocols/blob.js'
-import { isFinished, type InputFile, type JobRecord, type TaskRecord } from '../jobs/job-model.js'
-import { jobWins, taskWins } from './replica-merge.js'
+import { isFinished, type InputFile, type JobRecord, type SiteLimit, type TaskRecord } from '../jobs/job-model.js'
+import { compareVersion, jobWins, taskWins } from './replica-merge.js'
 
 /**
  * Keeps every node's copy of the site's job state: the scheduler's writes
@@ -26,7 +26,7 @@ export class StaleTermError extends Error {
 
 const ACK_TIMEOUT_MS = 5_000
 
-export type MergeListener = (jobs: JobRecord[], tasks: TaskRecord[]) => void
+export type MergeListener = (jobs: JobRecord[], tasks: TaskRecord[], limits: SiteLimit[]) => void
 
 export class Replicator {
   private onMerge?: MergeListener
@@ -57,11 +57,11 @@ export class Replicator {
    * Send the scheduler's writes to every member. With `durable`, resolve only
    * once one other host stored them (when the site has another host).
    */
-  async put (jobs: JobRecord[], tasks: TaskRecord[], durable: boolean): Promise<void> {
+  async put (jobs: JobRecord[], tasks: TaskRecord[], durable: boolean, limits?: SiteLimit[]): Promise<void> {
     this.node.events.records(jobs, tasks)
     const members = this.members()
     if (members.length === 0) return
-    const req: ReplicateRequest = { op: 'put', term: this.election.currentTerm(), jobs, tasks }
+    const req: ReplicateRequest = { op: 'put', term: this.election.currentTerm(), jobs, tasks, limits }
     const sends = members.map(async (peer) => {
       const conn = await this.client.connection(peer)
       return await callReplica(conn, req, AbortSignal.timeout(ACK_TIMEOUT_MS))
@@ -79,6 +79,8 @@ export class Replicator {
   async syncTo (peer: string): Promise<void> {
     try {
       const conn = await this.client.connection(peer)
+      const limits = await this.store.allLimits()
+      if (limits.length > 0) await callReplica(conn, { op: 'sync', term: this.election.currentTerm(), jobs: [], tasks: [], limits }, AbortSignal.timeout(30_000))
       for (const job of await this.store.allJobs()) {
         if (isFinished(job.state) && (job.finishedAt ?? 0) < Date.now() - 3_600_000) continue
         const tasks = await this.store.tasksOf(job.id)
@@ -95,20 +97,24 @@ export class Replicator {
       if (!this.election.accepts(req.term)) throw new StaleTermError(`term ${req.term} is older than ${this.election.currentTerm()}: refused`)
       this.election.observe(req.term)
     }
-    return await this.merge(req.jobs, req.tasks)
+    return await this.merge(req.jobs, req.tasks, req.limits ?? [])
   }
 
   /** Store whichever records are newer than ours; tell the active scheduler. */
-  async merge (jobs: JobRecord[], tasks: TaskRecord[]): Promise<{ jobs: number, tasks: number }> {
+  async merge (jobs: JobRecord[], tasks: TaskRecord[], limits: SiteLimit[] = []): Promise<{ jobs: number, tasks: number }> {
     const newJobs: JobRecord[] = []
     const newTasks: TaskRecord[] = []
+    const newLimits: SiteLimit[] = []
+    for (const l of limits) {
+      if (compareVersion(l.ver, (await this.store.getLimit(l.name))?.ver) > 0) { await this.store.putLimit(l); newLimits.push(l) }
+    }
     for (const j of jobs) if (jobWins(await this.store.getJob(j.id), j)) newJobs.push(j)
     for (const t of tasks) if (taskWins(await this.store.getTask(t.jobId, t.index), t)) newTasks.push(t)
-    if (newJobs.length + newTasks.length > 0) {
+    if (newJobs.length + newTasks.length + newLimits.length > 0) {
       // a task can arrive before its job (separate puts): store both together when we can
       await this.store.putTasks(newTasks)
       for (const j of newJobs) await this.store.putJob(j)
-      this.onMerge?.(newJobs, newTasks)
+      this.onMerge?.(newJobs, newTasks, newLimits)
       this.node.events.records(newJobs, newTasks)
     }
     return { jobs: newJobs.length, tasks: newTasks.length }

@@ -7,11 +7,15 @@ import type { Replicator } from './replication.js'
 import { SCHEDULER_PROTOCOL, serveScheduler, type ControlRequest, type ReportRequest, type SchedulerRequest, type SubmitRequest } from '../../protocols/scheduler-rpc.js'
 import type { RunningTask } from '../../protocols/render-rpc.js'
 import { JobQueue } from './job-queue.js'
-import { planDispatch, type PlannerHost, type PlannerJob } from './dispatch-planner.js'
+import { planDispatch, type PlannerHost, type PlannerJob, type PlanPolicy } from './dispatch-planner.js'
 import { parseFrameRange, chunkFrames } from '../jobs/frame-range.js'
 import { jobRequirements } from '../jobs/job-spec.js'
 import { explainMismatch, matchesRequirements } from '../jobs/requirements.js'
-import { frameViews, isFinished, type JobRecord, type JobState, type TaskRecord } from '../jobs/job-model.js'
+import { frameViews, isFinished, type JobRecord, type JobState, type SiteLimit, type TaskRecord } from '../jobs/job-model.js'
+import { MEMORY_LIMIT_ERROR } from '../renderers/run-task.js'
+import { globMatches } from '../jobs/requirements.js'
+import { hostAllowed, shareKey } from './dispatch-planner.js'
+import { waitingReason } from './wait-reasons.js'
 import { jobWins, taskWins } from './replica-merge.js'
 import { ApiError } from '../errors.js'
 
@@ -45,6 +49,7 @@ export class SchedulerRole {
   /** task key → host, for tasks running anywhere */
   private readonly running = new Map<string, string>()
   private readonly cooldown = new Map<string, number>()
+  private readonly limits = new Map<string, SiteLimit>()
   private lock: Promise<unknown> = Promise.resolve()
   private pumpScheduled = false
   private reconcileTimer?: NodeJS.Timeout
@@ -106,6 +111,7 @@ export class SchedulerRole {
     await this.serial(async () => {
       if (this.active) return
       this.counter = 0
+      for (const l of await this.store.allLimits()) this.limits.set(l.name, l)
       for (const job of await this.store.allJobs()) {
         const tasks = await this.store.tasksOf(job.id)
         this.jobs.set(job.id, job)
@@ -115,7 +121,7 @@ export class SchedulerRole {
         for (const t of tasks) if (t.state === 'running' && t.host != null) this.running.set(key(t), t.host)
       }
       this.active = true
-      this.replicator.setMergeListener((jobs, tasks) => { void this.serial(async () => { this.applyMerged(jobs, tasks) }) })
+      this.replicator.setMergeListener((jobs, tasks, limits) => { void this.serial(async () => { this.applyMerged(jobs, tasks, limits) }) })
       this.node.log.info(`scheduling for site ${this.node.opts.site} in term ${this.election.currentTerm()}: ${this.queue.size} unfinished job(s)`)
     })
     await this.reconcile(true)
@@ -126,12 +132,13 @@ export class SchedulerRole {
     this.active = false
     this.replicator.setMergeListener(undefined)
     for (const j of this.queue.ordered()) this.queue.remove(j.id)
-    this.jobs.clear(); this.tasks.clear(); this.running.clear(); this.missing.clear()
+    this.jobs.clear(); this.tasks.clear(); this.running.clear(); this.missing.clear(); this.limits.clear()
   }
 
   /** Records merged from other nodes (a healed partition, a late replica) replace ours when newer. */
-  private applyMerged (jobs: JobRecord[], tasks: TaskRecord[]): void {
+  private applyMerged (jobs: JobRecord[], tasks: TaskRecord[], limits: SiteLimit[] = []): void {
     if (!this.active) return
+    for (const l of limits) this.limits.set(l.name, l)
     for (const j of jobs) {
       const mine = this.jobs.get(j.id)
       if (!jobWins(mine, j)) continue
@@ -170,6 +177,7 @@ export class SchedulerRole {
       case 'jobs': return this.listJobs()
       case 'job': return await this.jobView(req.id)
       case 'control': return await this.serial(async () => await this.control(req))
+      case 'limits': return req.set != null ? await this.serial(async () => await this.setLimit(req.set!.name, req.set!.count)) : this.limitsView()
     }
   }
 
@@ -184,6 +192,7 @@ export class SchedulerRole {
       const why = renderHosts.map(e => `${e.advert.fingerprint.hostname}: ${explainMismatch(e.advert.fingerprint, requirements) ?? 'no free slots'}`)
       throw new NoMatchingHostError(`no host of site ${this.node.opts.site} can render this job${why.length > 0 ? ` (${why.join('; ')})` : ' (no host renders)'}`)
     }
+    this.checkPolicies(spec, req.id, matching.map(e => ({ id: e.advert.peerId, hostname: e.advert.fingerprint.hostname })))
     const chunks = chunkFrames(frames, spec.chunk)
     const job: JobRecord = {
       id: req.id, seq: await this.nextSeq(), name: spec.name, spec, requirements, inputs: req.inputs, scene: req.scene,
@@ -198,6 +207,56 @@ export class SchedulerRole {
     this.node.log.info(`job ${job.id} (${job.name}) queued: ${frames.length} frames, priority ${job.priority}, ${matching.length} matching host(s)`)
     this.schedulePump()
     return { id: job.id, frames: frames.length, tasks: tasks.length, matchingHosts: matching.length }
+  }
+
+  /**
+   * Refuse at submit what could never run as asked: an unknown dependency, a
+   * dependency cycle, a limit that is not set, a host glob matching no host.
+   */
+  private checkPolicies (spec: SubmitRequest['spec'], id: string, hosts: Array<{ id: string, hostname: string }>): void {
+    const fail = (field: string, msg: string): never => { throw Object.assign(new ApiError(`${field}: ${msg}`, 400), { field }) }
+    const deps = [...(spec.after ?? []), ...(spec.afterFrames != null ? [spec.afterFrames] : [])]
+    for (const d of deps) if (!this.jobs.has(d)) fail(spec.afterFrames === d ? 'afterFrames' : 'after', `no job ${d} in this site`)
+    // the new job's own id cannot be reached from its dependencies unless they form a cycle
+    const seen = new Set<string>()
+    const walk = (jid: string): void => {
+      if (jid === id) fail('after', `job ${id} would wait for itself`)
+      if (seen.has(jid)) return
+      seen.add(jid)
+      const j = this.jobs.get(jid)
+      for (const d of [...(j?.spec.after ?? []), ...(j?.spec.afterFrames != null ? [j.spec.afterFrames] : [])]) walk(d)
+    }
+    deps.forEach(walk)
+    for (const u of spec.uses ?? []) if (!this.limits.has(u)) fail('uses', `no limit ${u} is set in this site (farmesh limits set ${u} COUNT)`)
+    const all = this.node.table.entries().map(e => [e.advert.peerId, e.advert.fingerprint.hostname])
+    for (const [field, globs] of [['hosts', spec.hosts ?? []], ['denyHosts', spec.denyHosts ?? []]] as const) {
+      for (const g of globs) if (!all.some(names => names.some(n => globMatches(n, g)))) fail(field, `${JSON.stringify(g)} matches no host of the site`)
+    }
+    if ((spec.hosts?.length ?? 0) > 0 && !hosts.some(h => spec.hosts!.some(g => globMatches(h.id, g) || globMatches(h.hostname, g)))) {
+      fail('hosts', 'no allowed host can render this job')
+    }
+  }
+
+  private async setLimit (name: string, count: number): Promise<unknown> {
+    const limit: SiteLimit = { name, count, ver: { term: this.election.currentTerm(), n: ++this.counter } }
+    this.limits.set(name, limit)
+    await this.store.putLimit(limit)
+    await this.replicator.put([], [], true, [limit])
+    this.schedulePump()
+    return this.limitsView().find(l => l.name === name)
+  }
+
+  /** Each limit with its use and holders: `farmesh limits`. */
+  private limitsView (): Array<{ name: string, count: number, inUse: number, holders: Array<{ job: string, frames: number[], host: string }> }> {
+    return [...this.limits.values()].sort((a, b) => a.name.localeCompare(b.name)).map(l => {
+      const holders: Array<{ job: string, frames: number[], host: string }> = []
+      for (const [k, host] of this.running) {
+        const [jobId, index] = splitKey(k)
+        const found = this.findTask(jobId, index)
+        if (found?.job.spec.uses?.includes(l.name) === true) holders.push({ job: jobId, frames: found.task.frames, host })
+      }
+      return { name: l.name, count: l.count, inUse: holders.length, holders }
+    })
   }
 
   /** FIFO order within a priority survives a change of scheduler: seq comes from submission time. */
@@ -245,6 +304,10 @@ export class SchedulerRole {
         Object.assign(task, { state: 'done', progress: 1, outputs: req.outputs, host: from, attemptId: req.attemptId, delivered: req.delivered !== false })
         await this.commit([], [task], true)
         await this.maybeFinish(job.id)
+      } else if (req.handedBack === true) {
+        // the workstation's user came back: requeue without counting it against anyone
+        task.attempts = Math.max(0, task.attempts - 1)
+        await this.failAttempt(job, task, from, req.error ?? 'handed back', false)
       } else {
         await this.failAttempt(job, task, from, req.error ?? 'the renderer failed')
       }
@@ -262,6 +325,20 @@ export class SchedulerRole {
     if ((job.hostFailures[host] ?? 0) >= HOST_FAILURES_TO_EXCLUDE && !job.excludedHosts.includes(host)) {
       job.excludedHosts.push(host)
       this.node.log.info(`job ${job.id}: host ${host} excluded after ${job.hostFailures[host]} failures`)
+    }
+    if (error.startsWith(MEMORY_LIMIT_ERROR)) {
+      // retried once, with twice the memory, on a host that has it free
+      if (task.memory != null) {
+        task.state = 'failed'
+        await this.commit([job], [task], true)
+        await this.finish(job, 'failed', `frame ${task.frames[0]} ran out of memory twice; last: ${error}`)
+        return
+      }
+      task.memory = 2 * (job.spec.memory ?? task.stats?.peakRssBytes ?? 2 ** 30)
+      task.errors = [...task.errors.slice(0, -1), `${host}: ${error} — retrying once with ${Math.round(task.memory / 2 ** 20)} MiB`]
+      Object.assign(task, { state: 'queued', host: undefined, attemptId: undefined, progress: 0 })
+      await this.commit([job], [task], true)
+      return
     }
     if (blameHost && task.attempts >= job.spec.maxAttempts) {
       task.state = 'failed'
@@ -365,6 +442,13 @@ export class SchedulerRole {
       void this.client.renderer(host, { op: 'kill', term: this.election.currentTerm(), jobId: job.id }).catch(() => {})
     }
     void this.tellOrigin(job)
+    if (state !== 'done') {
+      for (const other of this.queue.ordered()) {
+        if (other.spec.after?.includes(job.id) === true || other.spec.afterFrames === job.id) {
+          await this.finish(other, 'killed', `cancelled: job ${job.id} it waits for ${state}`)
+        }
+      }
+    }
   }
 
   private async tellOrigin (job: JobRecord, attempt = 0): Promise<void> {
@@ -448,11 +532,11 @@ export class SchedulerRole {
     const now = Date.now()
     const busy = new Map<string, number>()
     for (const h of this.running.values()) busy.set(h, (busy.get(h) ?? 0) + 1)
-    const hosts: PlannerHost[] = this.node.table.entries()
-      .filter(e => e.advert.roles.render && e.advert.draining !== true && (this.cooldown.get(e.advert.peerId) ?? 0) < now)
-      .map(e => ({ id: e.advert.peerId, fingerprint: e.advert.fingerprint, free: e.advert.fingerprint.slots.total - (busy.get(e.advert.peerId) ?? 0) }))
-    const jobs: PlannerJob[] = this.queue.ordered().filter(job => job.held !== true).map(job => ({ job, queued: (this.tasks.get(job.id) ?? []).filter(t => t.state === 'queued') }))
-    const plan = planDispatch(jobs, hosts)
+    const hosts = this.availableHosts(busy, now)
+    const jobs: PlannerJob[] = this.queue.ordered().filter(job => job.held !== true && this.dependenciesDone(job)).map(job => ({
+      job, queued: this.startable(job), hostsInUse: this.hostsOf(job.id)
+    }))
+    const plan = planDispatch(jobs, hosts, this.policy())
     if (plan.length === 0) return
     const changedJobs = new Set<JobRecord>()
     for (const { task, host } of plan) {
@@ -469,6 +553,54 @@ export class SchedulerRole {
     for (const { task, host } of plan) void this.dispatch(task, host)
   }
 
+  /** Hosts that take frames now: rendering, not draining, not paused by their user or schedule. */
+  private availableHosts (busy: Map<string, number>, now = Date.now()): PlannerHost[] {
+    return this.node.table.entries()
+      .filter(e => e.advert.roles.render && e.advert.draining !== true && e.advert.paused == null && (this.cooldown.get(e.advert.peerId) ?? 0) < now)
+      .map(e => ({ id: e.advert.peerId, fingerprint: e.advert.fingerprint, free: e.advert.fingerprint.slots.total - (busy.get(e.advert.peerId) ?? 0) }))
+  }
+
+  private hostsOf (jobId: string): Set<string> {
+    const out = new Set<string>()
+    for (const [k, h] of this.running) if (k.startsWith(`${jobId}#`)) out.add(h)
+    return out
+  }
+
+  /** Job-level dependencies: every job in `after` done. */
+  private dependenciesDone (job: JobRecord): boolean {
+    return (job.spec.after ?? []).every(d => this.jobs.get(d)?.state === 'done')
+  }
+
+  /** Queued tasks that may start: with `afterFrames`, frame N waits for frame N of the other job. */
+  private startable (job: JobRecord): TaskRecord[] {
+    const queued = (this.tasks.get(job.id) ?? []).filter(t => t.state === 'queued')
+    if (job.spec.afterFrames == null) return queued
+    const parent = this.jobs.get(job.spec.afterFrames)
+    if (parent?.state === 'done') return queued
+    const done = new Set<number>()
+    const all = new Set<number>()
+    for (const t of this.tasks.get(job.spec.afterFrames) ?? []) for (const f of t.frames) { all.add(f); if (t.state === 'done') done.add(f) }
+    return queued.filter(t => t.frames.every(f => !all.has(f) || done.has(f)))
+  }
+
+  private policy (): PlanPolicy {
+    const inUse = new Map<string, number>()
+    const usage = new Map<string, number>()
+    for (const k of this.running.keys()) {
+      const job = this.jobs.get(splitKey(k)[0])
+      if (job == null) continue
+      for (const u of job.spec.uses ?? []) inUse.set(u, (inUse.get(u) ?? 0) + 1)
+      usage.set(shareKey(job), (usage.get(shareKey(job)) ?? 0) + 1)
+    }
+    const weights = this.node.opts.fairShare ?? {}
+    return {
+      limitsFree: new Map([...this.limits.values()].map(l => [l.name, l.count - (inUse.get(l.name) ?? 0)])),
+      usage,
+      weight: (key) => weights[key] ?? 1,
+      taskMemory: (t) => t.memory
+    }
+  }
+
   private async dispatch (task: TaskRecord, host: string): Promise<void> {
     const job = this.jobs.get(task.jobId)
     if (job == null) return
@@ -481,7 +613,8 @@ export class SchedulerRole {
         task: {
           jobId: job.id, index: task.index, attemptId: task.attemptId ?? '', frames: task.frames, origin: job.origin, holders: job.holders ?? [job.origin],
           renderer: job.spec.renderer.name, scene: job.scene, inputs: job.inputs, width: job.spec.width, height: job.spec.height,
-          outputPattern: job.spec.outputPattern, command: job.spec.command, timeoutSec: job.spec.frameTimeoutSec,
+          outputPattern: job.spec.outputPattern, command: job.spec.command, timeoutSec: job.spec.frameTimeoutSec != null ? Math.ceil(job.spec.frameTimeoutSec) : undefined,
+          memory: task.memory ?? job.spec.memory,
           allowScripts: job.spec.allowScripts === true && host === job.origin, jobStart: frames[0], jobEnd: frames[frames.length - 1]
         }
       })
@@ -519,7 +652,29 @@ export class SchedulerRole {
     const order = new Map(this.queue.ordered().map((j, i) => [j.id, i]))
     return [...this.jobs.values()]
       .sort((a, b) => (order.get(a.id) ?? Infinity) - (order.get(b.id) ?? Infinity) || (b.finishedAt ?? 0) - (a.finishedAt ?? 0))
-      .map(j => ({ ...this.summary(j), queuePosition: order.has(j.id) ? (order.get(j.id) ?? 0) + 1 : null }))
+      .map(j => ({ ...this.summary(j), queuePosition: order.has(j.id) ? (order.get(j.id) ?? 0) + 1 : null, waiting: this.whyWaiting(j) }))
+  }
+
+  /** "Why is my job idle?": the first thing keeping a queued frame of this job from starting. */
+  private whyWaiting (job: JobRecord): string | null {
+    if (isFinished(job.state)) return null
+    const queued = (this.tasks.get(job.id) ?? []).filter(t => t.state === 'queued')
+    if (queued.length === 0) return null
+    const busy = new Map<string, number>()
+    for (const h of this.running.values()) busy.set(h, (busy.get(h) ?? 0) + 1)
+    const everyHost = this.node.table.entries().filter(e => e.advert.roles.render).map(e => ({ id: e.advert.peerId, fingerprint: e.advert.fingerprint, free: 0, advert: e.advert }))
+    const ahead = this.queue.ordered().filter(j => j.priority < job.priority && (this.tasks.get(j.id) ?? []).some(t => t.state === 'queued' || t.state === 'running'))
+    const samePriority = this.queue.ordered().filter(j => j.id !== job.id && j.priority === job.priority && shareKey(j) !== shareKey(job) && this.hostsOf(j.id).size > 0)
+    return waitingReason({
+      job,
+      dependencies: [...(job.spec.after ?? []), ...(job.spec.afterFrames != null ? [job.spec.afterFrames] : [])].map(id => ({ id, state: this.jobs.get(id)?.state ?? 'unknown', frameLevel: id === job.spec.afterFrames })),
+      startable: this.startable(job).length,
+      hosts: everyHost.map(h => ({ id: h.id, hostname: h.fingerprint.hostname, allowed: hostAllowed(job, h), free: h.fingerprint.slots.total - (busy.get(h.id) ?? 0), paused: h.advert.paused ?? (h.advert.draining === true ? 'draining' : undefined) })),
+      limits: (job.spec.uses ?? []).map(u => { const v = this.limitsView().find(l => l.name === u); return { name: u, count: v?.count ?? 0, inUse: v?.inUse ?? 0 } }),
+      hostsInUse: this.hostsOf(job.id).size,
+      jobsAhead: ahead.length,
+      sharingWith: [...new Set(samePriority.map(shareKey))]
+    })
   }
 
   private async jobView (id: string): Promise<unknown> {
@@ -527,7 +682,7 @@ export class SchedulerRole {
     if (job == null) throw new ApiError(`no job ${id} at the scheduler`, 404)
     const tasks = this.tasks.get(id) ?? []
     return {
-      ...this.summary(job), spec: job.spec, requirements: job.requirements, excludedHosts: job.excludedHosts, term: this.election.currentTerm(),
+      ...this.summary(job), spec: job.spec, requirements: job.requirements, excludedHosts: job.excludedHosts, term: this.election.currentTerm(), waiting: this.whyWaiting(job),
       frames: frameViews(tasks),
       tasks: tasks.map(t => ({ index: t.index, frames: t.frames, state: t.state, host: t.host ?? null, attempts: t.attempts, progress: t.progress, errors: t.errors, logTail: t.logTail ?? [], stats: t.stats ?? null, dispatchedAt: t.dispatchedAt ?? null, startedAt: t.startedAt ?? null, finishedAt: t.finishedAt ?? null, outputs: t.outputs ?? [], delivered: t.delivered !== false }))
     }

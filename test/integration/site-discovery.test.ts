@@ -168,7 +168,7 @@ describe.skipIf(!netnsSupported())('site discovery on a LAN', { timeout: 90_000 
         const gone = await allUntil(others.map((i) => watchers[i]!), lacks(id), frozenAt, 20_000, 'frozen host expired');
         measure('SIGSTOP -> expired from every other table', gone.max);
         // nothing closed the connections: only the 6 s host timeout can have removed it
-        expect(Math.min(...gone.delays)).toBeGreaterThanOrEqual(3_500);
+        expect(Math.min(...gone.delays)).toBeGreaterThanOrEqual(3_000);
         expect(gone.max).toBeLessThanOrEqual(DEAD_MS);
       } finally {
         nodes[victim]!.signal('SIGCONT');
@@ -329,7 +329,7 @@ describe.skipIf(!netnsSupported())('site discovery on a LAN', { timeout: 90_000 
       expect(wa.everListed().has(result.peerId)).toBe(false);
       const table = await a.hosts();
       expect(table.map((h) => h.hostname)).not.toContain(hostname);
-      expect(table.map((h) => h.id)).toEqual(sorted([a.peerId, b.peerId]));
+      expect(sorted(table.map((h) => h.id))).toEqual(sorted([a.peerId, b.peerId]));
     });
 
     it('control: the same probe holding the secret is admitted and its advert is listed (so the checks above can fail)', async () => {
