@@ -48,6 +48,7 @@ export interface ElectionInit {
 export class Election extends EventEmitter<{ change: [leader: string | null, term: number] }> {
   private term: number
   private claiming = false
+  private claimTerm = 0
   private current: string | null = null
   private timer?: NodeJS.Timeout
   private evaluating = false
@@ -110,9 +111,14 @@ export class Election extends EventEmitter<{ change: [leader: string | null, ter
     if (this.stopped) return
     const entries = this.init.table.entries().filter(e => !e.advert.leaving)
     for (const e of entries) if (e.advert.term > this.term) { this.term = e.advert.term; await this.init.persistTerm(this.term) }
+    // a claim is for the term it was made in: a newer term anywhere deposes it (as in Raft)
+    if (this.claiming && this.term > this.claimTerm) {
+      this.claiming = false
+      this.init.advertise(false, this.term)
+    }
     const claims = entries.filter(e => e.advert.claim === true && e.advert.peerId !== this.init.self)
       .map(e => ({ id: e.advert.peerId, term: e.advert.term }))
-    if (this.claiming) claims.push({ id: this.init.self, term: this.term })
+    if (this.claiming) claims.push({ id: this.init.self, term: this.claimTerm })
     claims.sort((a, b) => b.term - a.term || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     let leader = claims[0]?.id ?? null
 
@@ -123,6 +129,7 @@ export class Election extends EventEmitter<{ change: [leader: string | null, ter
     if (leader == null && this.init.canSchedule && this.now() - this.init.startedAt >= CLAIM_GRACE_MS && this.bestCandidate() === this.init.self) {
       this.term += 1
       await this.init.persistTerm(this.term)
+      this.claimTerm = this.term
       this.claiming = true
       leader = this.init.self
       this.init.advertise(true, this.term)
