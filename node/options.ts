@@ -32,6 +32,8 @@ export interface NodeOptions {
   workstation?: WorkstationOptions
   /** hours with no new frames, e.g. `09:00-18:00` */
   sleep: string[]
+  /** run other sites' jobs even without a working sandbox (explicit operator choice) */
+  allowUnsandboxed?: boolean
 }
 
 export interface WorkstationOptions {
@@ -61,12 +63,13 @@ const ENV: Record<keyof OptionInput, string> = {
   dropFolder: 'FARMESH_DROP_FOLDER',
   debug: 'FARMESH_DEBUG',
   fairShare: 'FARMESH_FAIR_SHARE',
+  allowUnsandboxed: 'FARMESH_ALLOW_UNSANDBOXED',
   workstation: 'FARMESH_WORKSTATION',
   sleep: 'FARMESH_SLEEP'
 }
 
 const LISTS = new Set(['listen', 'peers', 'disableRenderers', 'sleep'])
-const BOOLS = new Set(['mdns', 'render', 'schedule', 'debug'])
+const BOOLS = new Set(['mdns', 'render', 'schedule', 'debug', 'allowUnsandboxed'])
 
 function fromEnv (env: NodeJS.ProcessEnv): OptionInput {
   const out: Record<string, unknown> = {}
@@ -142,7 +145,8 @@ export async function resolveNodeOptions (flags: OptionInput & { data?: string }
     debug: merged.debug ?? false,
     fairShare: checkWeights(merged.fairShare),
     workstation: checkWorkstation(merged.workstation),
-    sleep: merged.sleep ?? []
+    sleep: merged.sleep ?? [],
+    allowUnsandboxed: merged.allowUnsandboxed
   }
   for (const s of opts.sleep) parseSleepWindow(s)
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.site)) throw new UsageError(`--site: expected 1-64 letters, digits, '.', '_' or '-', got ${JSON.stringify(opts.site)}`)

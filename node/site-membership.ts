@@ -17,6 +17,8 @@ export class SiteMembership extends EventEmitter<{ join: [string], leave: [strin
   private readonly members = new Set<string>()
   private readonly refused = new Map<string, number>()
   private readonly pending = new Map<string, Promise<boolean>>()
+  /** peers of federated sites: they never run the membership handshake, and are not cut off for it */
+  private federated: (peer: string) => boolean = () => false
 
   constructor (private readonly libp2p: Libp2p, private readonly init: MembershipInit, private readonly log: Logger) {
     super()
@@ -36,6 +38,7 @@ export class SiteMembership extends EventEmitter<{ join: [string], leave: [strin
   }
 
   isMember (peer: PeerId | string): boolean { return this.members.has(peer.toString()) }
+  setFederationCheck (fn: (peer: string) => boolean): void { this.federated = fn }
   list (): string[] { return [...this.members] }
 
   /** A recently refused peer: do not dial it again yet. */
@@ -76,12 +79,12 @@ export class SiteMembership extends EventEmitter<{ join: [string], leave: [strin
   private onConnection (connection: Connection): void {
     const peer = connection.remotePeer.toString()
     if (connection.direction === 'outbound') {
-      void this.handshake(connection)
+      if (!this.federated(peer)) void this.handshake(connection)
       return
     }
-    // The dialer must prove membership promptly; a silent peer is cut off.
+    // The dialer must prove membership (or federation) promptly; a silent peer is cut off.
     setTimeout(() => {
-      if (!this.members.has(peer) && connection.status === 'open') connection.close().catch(() => {})
+      if (!this.members.has(peer) && !this.federated(peer) && connection.status === 'open') connection.close().catch(() => {})
     }, HANDSHAKE_DEADLINE_MS).unref()
   }
 

@@ -33,6 +33,8 @@ export interface DispatchTask {
   timeoutSec?: number
   /** stop the frame when it uses more memory than this (bytes) */
   memory?: number
+  /** a job from another site: run every frame in the sandbox; absolute paths it names map to its inputs */
+  sandbox?: { pathMap: Array<{ original: string, inside: string }> }
   allowScripts: boolean
   /** first and last frame of the whole job: POV-Ray's animation clock spans them */
   jobStart: number
@@ -72,6 +74,7 @@ function parseTask (v: unknown): DispatchTask {
     command: o.command === undefined ? undefined : arr(o.command, 'task.command', 1000, (x, f) => str(x, f, 8192)),
     timeoutSec: o.timeoutSec === undefined ? undefined : int(o.timeoutSec, 'task.timeoutSec', 1),
     memory: o.memory === undefined ? undefined : int(o.memory, 'task.memory', 1),
+    sandbox: o.sandbox === undefined ? undefined : { pathMap: arr(obj(o.sandbox, 'task.sandbox').pathMap, 'task.sandbox.pathMap', 100_000, (x, f) => { const m = obj(x, f); return { original: str(m.original, `${f}.original`, 4096), inside: str(m.inside, `${f}.inside`, 4096) } }) },
     allowScripts: bool(o.allowScripts, 'task.allowScripts'),
     jobStart: int(o.jobStart, 'task.jobStart'),
     jobEnd: int(o.jobEnd, 'task.jobEnd')

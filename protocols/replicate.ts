@@ -61,6 +61,8 @@ export function parseJobRecord (v: unknown, f = 'job'): JobRecord {
     taskCount: int(o.taskCount, `${f}.taskCount`),
     holders: o.holders === undefined ? undefined : strs(o.holders, `${f}.holders`, 64),
     held: o.held === undefined ? undefined : bool(o.held, `${f}.held`),
+    outsourcedTo: optStr(o.outsourcedTo, `${f}.outsourcedTo`, 128),
+    sandbox: o.sandbox === undefined ? undefined : bool(o.sandbox, `${f}.sandbox`),
     gen: optInt(o.gen, `${f}.gen`),
     ver: version(o.ver, `${f}.ver`)
   }

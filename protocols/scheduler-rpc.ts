@@ -15,7 +15,7 @@ export const SCHEDULER_PROTOCOL = '/farmesh/scheduler/1.0.0'
 export const SCHEDULER_LIMITS: MessageLimits = { maxBytes: 16 * 1024 * 1024, timeoutMs: 15_000 }
 const MAX_INPUTS = 100_000
 
-export interface SubmitRequest { op: 'submit', id: string, spec: JobSpec, inputs: InputFile[], scene: string, holders?: string[] }
+export interface SubmitRequest { op: 'submit', id: string, spec: JobSpec, inputs: InputFile[], scene: string, holders?: string[], outsourceTo?: string, sandbox?: boolean }
 export interface ReportRequest {
   op: 'report'
   jobId: string
@@ -34,10 +34,12 @@ export interface ReportRequest {
 }
 export interface QueryRequest { op: 'jobs' }
 export interface JobQuery { op: 'job', id: string }
-export const CONTROL_ACTIONS = ['kill', 'retry', 'priority', 'kill-frames', 'hold', 'release'] as const
-export interface ControlRequest { op: 'control', id: string, action: typeof CONTROL_ACTIONS[number], frames?: string, priority?: number }
+export const CONTROL_ACTIONS = ['kill', 'retry', 'priority', 'kill-frames', 'hold', 'release', 'outsource', 'localize'] as const
+export interface ControlRequest { op: 'control', id: string, action: typeof CONTROL_ACTIONS[number], frames?: string, priority?: number, site?: string }
+/** From a job's origin: states of its frames at the site it was outsourced to. */
+export interface RemoteFramesRequest { op: 'remote-frames', id: string, frames: Array<{ frame: number, state: 'queued' | 'running' | 'done' | 'failed', host: string | null, attempts: number, progress: number }> }
 export interface LimitsRequest { op: 'limits', set?: { name: string, count: number } }
-export type SchedulerRequest = SubmitRequest | ReportRequest | QueryRequest | JobQuery | ControlRequest | LimitsRequest
+export type SchedulerRequest = SubmitRequest | ReportRequest | QueryRequest | JobQuery | ControlRequest | LimitsRequest | RemoteFramesRequest
 
 const jobId = (v: unknown, f: string): string => {
   const s = str(v, f, 64)
@@ -68,10 +70,19 @@ function parseStats (v: unknown): TaskStats {
 
 export function parseSchedulerRequest (v: unknown): SchedulerRequest {
   const o = obj(v, 'request')
-  const op = oneOf(o.op, 'op', ['submit', 'report', 'jobs', 'job', 'control', 'limits'] as const)
+  const op = oneOf(o.op, 'op', ['submit', 'report', 'jobs', 'job', 'control', 'limits', 'remote-frames'] as const)
   switch (op) {
     case 'submit':
-      return { op, id: jobId(o.id, 'id'), spec: validateJobSpec(o.spec), inputs: arr(o.inputs, 'inputs', MAX_INPUTS, parseInput), scene: str(o.scene, 'scene', 4096), holders: o.holders === undefined ? undefined : arr(o.holders, 'holders', 64, (x, f) => str(x, f, 128)) }
+      return { op, id: jobId(o.id, 'id'), spec: validateJobSpec(o.spec), inputs: arr(o.inputs, 'inputs', MAX_INPUTS, parseInput), scene: str(o.scene, 'scene', 4096), holders: o.holders === undefined ? undefined : arr(o.holders, 'holders', 64, (x, f) => str(x, f, 128)), outsourceTo: optStr(o.outsourceTo, 'outsourceTo', 128), sandbox: o.sandbox === true ? true : undefined }
+    case 'remote-frames':
+      return {
+        op,
+        id: jobId(o.id, 'id'),
+        frames: arr(o.frames, 'frames', 1_000_000, (x, f) => {
+          const u = obj(x, f)
+          return { frame: int(u.frame, `${f}.frame`), state: oneOf(u.state, `${f}.state`, ['queued', 'running', 'done', 'failed'] as const), host: optStr(u.host, `${f}.host`, 128) ?? null, attempts: int(u.attempts, `${f}.attempts`), progress: num(u.progress, `${f}.progress`, 0, 1) }
+        })
+      }
     case 'report':
       return {
         op,
@@ -105,7 +116,8 @@ export function parseSchedulerRequest (v: unknown): SchedulerRequest {
         id: jobId(o.id, 'id'),
         action: oneOf(o.action, 'action', CONTROL_ACTIONS),
         frames: optStr(o.frames, 'frames', 4096),
-        priority: o.priority === undefined ? undefined : int(o.priority, 'priority', 0, 1000)
+        priority: o.priority === undefined ? undefined : int(o.priority, 'priority', 0, 1000),
+        site: optStr(o.site, 'site', 128)
       }
   }
 }

@@ -29,6 +29,7 @@ export const start: Command = {
     'disable-renderer': { type: 'string', multiple: true },
     'drop-folder': { type: 'string' },
     workstation: { type: 'boolean' },
+    'allow-unsandboxed': { type: 'boolean' },
     'idle-after': { type: 'string' },
     grace: { type: 'string' },
     'activity-file': { type: 'string' },
@@ -52,6 +53,7 @@ export const start: Command = {
       dropFolder: v['drop-folder'],
       debug: v.debug,
       sleep: v.sleep,
+      allowUnsandboxed: v['allow-unsandboxed'],
       workstation: v.workstation === true
         ? {
             idleAfterSec: seconds(v['idle-after'], '--idle-after') ?? 300,

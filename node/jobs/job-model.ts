@@ -51,6 +51,10 @@ export interface JobRecord {
   holders?: string[]
   /** held jobs stay queued: none of their frames is dispatched until released */
   held?: boolean
+  /** rendered by this federated site (its id), not by our hosts */
+  outsourcedTo?: string
+  /** a job taken in from another site: its frames run only in the sandbox */
+  sandbox?: boolean
   /** retry generation: a retry is newer than anything before it */
   gen?: number
   ver?: Version

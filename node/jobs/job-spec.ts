@@ -64,6 +64,8 @@ export interface JobSpec {
   memory?: number
   /** for fair share between projects (default: the user) */
   project?: string
+  /** outsource: a federated site's name or id, `auto` (when no local host can, or an offer is much sooner) or `never` */
+  remote?: string
 }
 
 export const JOB_DEFAULTS = {
@@ -79,7 +81,7 @@ export const PRIORITY_MAX = 1000
 const FIELDS = new Set([
   'name', 'frames', 'chunk', 'renderer', 'width', 'height', 'outputPattern', 'priority', 'user', 'group',
   'notify', 'scene', 'files', 'requirements', 'command', 'frameTimeoutSec', 'maxAttempts', 'allowScripts',
-  'after', 'afterFrames', 'uses', 'hosts', 'denyHosts', 'maxHosts', 'memory', 'project'
+  'after', 'afterFrames', 'uses', 'hosts', 'denyHosts', 'maxHosts', 'memory', 'project', 'remote'
 ])
 
 const JOB_ID = /^[a-z0-9-]{4,64}$/
@@ -303,6 +305,7 @@ export function validateJobSpec (input: unknown, defaults?: { user?: string, gro
   if (has('maxHosts')) spec.maxHosts = int(input.maxHosts, 'maxHosts', 1, 100_000)
   if (has('memory')) spec.memory = memoryOf(input.memory)
   if (has('project')) spec.project = nameOf(input.project, 'project')
+  if (has('remote')) spec.remote = text(input.remote, 'remote', 128).trim()
   if (has('allowScripts')) {
     if (typeof input.allowScripts !== 'boolean') throw new JobSpecError('allowScripts', 'must be true or false')
     spec.allowScripts = input.allowScripts

@@ -14,6 +14,8 @@ import type { RenderTask } from '../renderers/adapter.js'
 import type { ReportRequest } from '../../protocols/scheduler-rpc.js'
 import type { Election } from '../scheduler/election.js'
 import { PendingOutputs } from './pending-outputs.js'
+import { bwrapWrap, checkSandboxOutputs, farmeshInstallPaths, sandboxStatus } from '../sandbox/bwrap.js'
+import type { CommandLine } from '../renderers/adapter.js'
 import { Availability } from './availability.js'
 
 /**
@@ -148,6 +150,11 @@ export class RendererRole {
         if (r.abort.signal.aborted) return undefined
         return { ...base, kind: 'failed', error: result.error ?? (result.missing.length > 0 ? `no output written: ${result.missing.map(m => basename(m)).join(', ')}` : `exit code ${String(result.exitCode)}`), logTail: result.logTail, stats: stats(result) }
       }
+      if (task.sandbox != null) {
+        // a sandboxed job controls its output directory: links or devices there must never leave this host
+        const check = await checkSandboxOutputs(outputDir, result.outputs)
+        if (check.refused.length > 0) return { ...base, kind: 'failed', error: `refused outputs: ${check.refused.map(r => `${basename(r.path)} (${r.reason})`).join(', ')}`, logTail: result.logTail, stats: stats(result) }
+      }
       const names: string[] = []
       let delivered = true
       for (const [i, file] of result.outputs.entries()) {
@@ -181,6 +188,7 @@ export class RendererRole {
     const ranges = contiguous ? [[task.frames[0], task.frames[task.frames.length - 1]]] : task.frames.map(f => [f, f])
     let last: TaskResult | undefined
     const all: string[] = []
+    const wrap = await this.sandboxFor(task, inputDir, outputDir)
     for (const [n, [start, end]] of ranges.entries()) {
       const rt: RenderTask = {
         scene: join(inputDir, task.scene), inputDir, outputDir, start, end,
@@ -192,6 +200,7 @@ export class RendererRole {
         signal: r.abort.signal,
         timeoutMs: task.timeoutSec != null ? task.timeoutSec * 1000 * (end - start + 1) : undefined,
         maxRssBytes: task.memory,
+        wrap,
         onProgress: (p) => {
           r.progress = (n + p) / ranges.length
           const now = Date.now()
@@ -204,6 +213,30 @@ export class RendererRole {
       if (!last.ok) return last
     }
     return { ...(last as TaskResult), outputs: all }
+  }
+
+  /**
+   * A job from another site runs in bubblewrap: only its own inputs
+   * (read-only) and outputs visible, no network, its own PID namespace. A
+   * host without bubblewrap refuses it unless its operator allowed
+   * unsandboxed remote work explicitly.
+   */
+  private async sandboxFor (task: DispatchTask, inputDir: string, outputDir: string): Promise<((cmd: CommandLine) => CommandLine) | undefined> {
+    if (task.sandbox == null) return undefined
+    const status = await sandboxStatus()
+    if (!status.available) {
+      if (this.node.opts.allowUnsandboxed === true) return undefined
+      throw new Error('this host has no working bubblewrap sandbox for remote jobs (start it with --allow-unsandboxed to accept them anyway)')
+    }
+    return bwrapWrap({
+      jobDir: join(this.node.dir.work, task.jobId),
+      inputDir,
+      outputDir,
+      pathMap: task.sandbox.pathMap.map(m => ({ original: m.original, inside: join(inputDir, ...m.inside.split('/')) })),
+      hidden: [this.node.dir.root],
+      allowRead: farmeshInstallPaths(),
+      disableUserns: status.userns
+    })
   }
 
   /**

@@ -177,6 +177,7 @@ export class SchedulerRole {
       case 'jobs': return this.listJobs()
       case 'job': return await this.jobView(req.id)
       case 'control': return await this.serial(async () => await this.control(req))
+      case 'remote-frames': return await this.serial(async () => await this.remoteFrames(req.id, req.frames, from))
       case 'limits': return req.set != null ? await this.serial(async () => await this.setLimit(req.set!.name, req.set!.count)) : this.limitsView()
     }
   }
@@ -188,16 +189,19 @@ export class SchedulerRole {
     const requirements = jobRequirements(spec)
     const renderHosts = this.node.table.entries().filter(e => e.advert.roles.render && e.advert.fingerprint.slots.total > 0)
     const matching = renderHosts.filter(e => matchesRequirements(e.advert.fingerprint, requirements))
-    if (matching.length === 0) {
+    // an outsourced job is rendered elsewhere: our hosts need not match it
+    if (matching.length === 0 && req.outsourceTo == null) {
       const why = renderHosts.map(e => `${e.advert.fingerprint.hostname}: ${explainMismatch(e.advert.fingerprint, requirements) ?? 'no free slots'}`)
       throw new NoMatchingHostError(`no host of site ${this.node.opts.site} can render this job${why.length > 0 ? ` (${why.join('; ')})` : ' (no host renders)'}`)
     }
-    this.checkPolicies(spec, req.id, matching.map(e => ({ id: e.advert.peerId, hostname: e.advert.fingerprint.hostname })))
+    if (req.outsourceTo == null) this.checkPolicies(spec, req.id, matching.map(e => ({ id: e.advert.peerId, hostname: e.advert.fingerprint.hostname })))
     const chunks = chunkFrames(frames, spec.chunk)
     const job: JobRecord = {
       id: req.id, seq: await this.nextSeq(), name: spec.name, spec, requirements, inputs: req.inputs, scene: req.scene,
       origin, state: 'queued', priority: spec.priority, submittedAt: Date.now(), hostFailures: {}, excludedHosts: [],
-      frameCount: frames.length, taskCount: chunks.length, holders: req.holders ?? [origin]
+      frameCount: frames.length, taskCount: chunks.length, holders: req.holders ?? [origin],
+      ...(req.outsourceTo != null ? { outsourcedTo: req.outsourceTo } : {}),
+      ...(req.sandbox === true ? { sandbox: true } : {})
     }
     const tasks: TaskRecord[] = chunks.map((c, index) => ({ jobId: job.id, index, frames: c.frames, state: 'queued', attempts: 0, triedHosts: [], progress: 0, errors: [] }))
     await this.commit([job], tasks, true)
@@ -257,6 +261,32 @@ export class SchedulerRole {
       }
       return { name: l.name, count: l.count, inUse: holders.length, holders }
     })
+  }
+
+  /**
+   * Frame states of an outsourced job, from its origin: running and queued as
+   * the remote site reports them, done once the output is stored at the
+   * origin. A frame already done here stays done (committed once).
+   */
+  private async remoteFrames (id: string, frames: Array<{ frame: number, state: TaskRecord['state'], host: string | null, attempts: number, progress: number }>, from: string): Promise<unknown> {
+    const job = this.jobs.get(id)
+    if (job == null) throw new ApiError(`no job ${id}`, 404)
+    if (from !== job.origin) throw new ApiError('only the job\'s origin reports remote frames', 403)
+    const byFrame = new Map<number, TaskRecord>()
+    for (const t of this.tasks.get(id) ?? []) for (const f of t.frames) byFrame.set(f, t)
+    const changed = new Set<TaskRecord>()
+    for (const u of frames) {
+      const t = byFrame.get(u.frame)
+      if (t == null || t.state === 'done') continue
+      Object.assign(t, { state: u.state, host: u.host ?? undefined, attempts: u.attempts, progress: u.progress })
+      if (u.state === 'done') t.finishedAt = Date.now()
+      changed.add(t)
+    }
+    if (changed.size === 0) return { changed: 0 }
+    if (job.state === 'queued') { job.state = 'active'; job.startedAt = Date.now() }
+    await this.commit([job], [...changed], [...changed].some(t => t.state === 'done'))
+    await this.maybeFinish(job.id)
+    return { changed: changed.size }
   }
 
   /** FIFO order within a priority survives a change of scheduler: seq comes from submission time. */
@@ -478,6 +508,23 @@ export class SchedulerRole {
       await this.finish(job, 'killed', 'killed by request')
       return { id: job.id, state: job.state }
     }
+    if (req.action === 'outsource') {
+      if (req.site == null) throw new ApiError('site: missing', 400)
+      if (isFinished(job.state)) throw new ApiError(`job ${job.id} is ${job.state}`, 409)
+      if (tasks.some(t => t.state === 'running')) throw new ApiError(`job ${job.id} has frames running here; hold it and wait, or kill them first`, 409)
+      job.outsourcedTo = req.site
+      await this.commit([job], [], true)
+      return { id: job.id, outsourcedTo: job.outsourcedTo }
+    }
+    if (req.action === 'localize') {
+      // the remote site is gone: what it did not deliver is rendered here
+      job.outsourcedTo = undefined
+      const back = tasks.filter(t => t.state === 'running' || (t.state === 'failed' && !isFinished(job.state)))
+      for (const t of back) Object.assign(t, { state: 'queued', host: undefined, attemptId: undefined, progress: 0 })
+      await this.commit([job], back, true)
+      this.schedulePump()
+      return { id: job.id, requeued: back.length }
+    }
     if (req.action === 'hold' || req.action === 'release') {
       job.held = req.action === 'hold'
       await this.commit([job], [], true)
@@ -533,7 +580,7 @@ export class SchedulerRole {
     const busy = new Map<string, number>()
     for (const h of this.running.values()) busy.set(h, (busy.get(h) ?? 0) + 1)
     const hosts = this.availableHosts(busy, now)
-    const jobs: PlannerJob[] = this.queue.ordered().filter(job => job.held !== true && this.dependenciesDone(job)).map(job => ({
+    const jobs: PlannerJob[] = this.queue.ordered().filter(job => job.held !== true && job.outsourcedTo == null && this.dependenciesDone(job)).map(job => ({
       job, queued: this.startable(job), hostsInUse: this.hostsOf(job.id)
     }))
     const plan = planDispatch(jobs, hosts, this.policy())
@@ -615,7 +662,8 @@ export class SchedulerRole {
           renderer: job.spec.renderer.name, scene: job.scene, inputs: job.inputs, width: job.spec.width, height: job.spec.height,
           outputPattern: job.spec.outputPattern, command: job.spec.command, timeoutSec: job.spec.frameTimeoutSec != null ? Math.ceil(job.spec.frameTimeoutSec) : undefined,
           memory: task.memory ?? job.spec.memory,
-          allowScripts: job.spec.allowScripts === true && host === job.origin, jobStart: frames[0], jobEnd: frames[frames.length - 1]
+          allowScripts: job.spec.allowScripts === true && host === job.origin && job.sandbox !== true, jobStart: frames[0], jobEnd: frames[frames.length - 1],
+          ...(job.sandbox === true ? { sandbox: { pathMap: job.inputs.filter(i => i.original != null).map(i => ({ original: i.original as string, inside: i.path })) } } : {})
         }
       })
       if (res.accepted) return
@@ -641,7 +689,7 @@ export class SchedulerRole {
     const cpu = tasks.reduce((s, t) => s + (t.stats?.cpuSeconds ?? 0), 0)
     return {
       id: job.id, name: job.name, state: job.state, held: job.held === true, priority: job.priority, user: job.spec.user, group: job.spec.group,
-      origin: job.origin, renderer: job.spec.renderer.name,
+      origin: job.origin, renderer: job.spec.renderer.name, outsourcedTo: job.outsourcedTo ?? null,
       frames: { total: frames.length, done: frames.filter(f => f.state === 'done').length, running: frames.filter(f => f.state === 'running').length, failed: frames.filter(f => f.state === 'failed').length, queued: frames.filter(f => f.state === 'queued').length },
       submittedAt: job.submittedAt, startedAt: job.startedAt, finishedAt: job.finishedAt, reason: job.reason,
       cpuSeconds: cpu, hosts: [...new Set(tasks.map(t => t.host).filter(Boolean))]
