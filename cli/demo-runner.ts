@@ -91,6 +91,11 @@ export async function runDemo (o: DemoOptions): Promise<{ wallSeconds: number, o
       const all = await Promise.all(nodes.map(async n => await n.api!.call<any[]>('GET', '/v1/hosts')))
       return all.every(h => h.length === o.nodes) ? true : undefined
     }, 15_000)
+    // the site elects its scheduler a few seconds after its first node starts
+    await waitUntil('the site to elect its scheduler', async () => {
+      const views = await Promise.all(nodes.map(async n => (await n.api!.call('GET', '/v1/status')).scheduler))
+      return views[0] != null && views.every(v => v === views[0]) ? true : undefined
+    }, 20_000)
     o.print(`farm up: ${o.nodes} hosts × ${o.slots} slot(s)`)
 
     const scenePath = join(outDir, 'scene.json')

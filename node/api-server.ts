@@ -87,7 +87,9 @@ export class ApiServer {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify(out))
     } catch (err: any) {
-      const status = err.name === 'ApiError' ? err.status : (err.name === 'UsageError' || err.name === 'JobSpecError' || err.name === 'RequirementError' || err.name === 'FrameRangeError') ? 400 : 500
+      // an ApiError relayed from another node (a RemoteError named 'ApiError') carries no status:
+      // writeHead(undefined) would throw here, outside any handler, and crash the node
+      const status = err.name === 'ApiError' ? (Number.isInteger(err.status) ? err.status : 502) : (err.name === 'UsageError' || err.name === 'JobSpecError' || err.name === 'RequirementError' || err.name === 'FrameRangeError') ? 400 : 500
       if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ error: err.message, name: err.name, field: err.field }))
     }

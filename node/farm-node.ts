@@ -109,8 +109,12 @@ export class FarmNode {
   }
 
   /** Peer exchange: dial members other members know of, so `--peer` to one host is enough. */
+  private readonly knownAddrs = new Set<string>()
   private learnPeers (addrs: string[]): void {
+    // heartbeats repeat the same lists: each address is handed to the dialer once (it keeps retrying it)
     for (const text of addrs) {
+      if (this.knownAddrs.has(text) || this.knownAddrs.size > 10_000) continue
+      this.knownAddrs.add(text)
       try {
         const ma = multiaddr(text)
         const peer = ma.getComponents().find(c => c.name === 'p2p')?.value

@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process'
 import { watch, type FSWatcher } from 'node:fs'
-import { readFile, readdir } from 'node:fs/promises'
+import { readFile, readdir, stat } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -139,6 +139,19 @@ function stableKey (fp: Fingerprint): string {
  * onChange when fingerprintChanged. Options are read at each refresh, so a
  * node may update e.g. slotsBusy or env in place.
  */
+/** Where the probed renderer binaries are on PATH, and when they last changed. */
+export async function rendererBinarySignature (env: NodeJS.ProcessEnv): Promise<string> {
+  const dirs = (env.PATH ?? '').split(':').filter(Boolean)
+  const parts: string[] = []
+  for (const name of ['blender', 'povray']) {
+    for (const d of dirs) {
+      const st = await stat(`${d}/${name}`).catch(() => undefined)
+      if (st != null) { parts.push(`${d}/${name}@${st.mtimeMs}:${st.size}`); break }
+    }
+  }
+  return parts.join(';')
+}
+
 export function watchFingerprint (opts: WatchOptions): FingerprintWatcher {
   const stopper = new AbortController()
   const signal = opts.signal != null ? AbortSignal.any([opts.signal, stopper.signal]) : stopper.signal
@@ -175,7 +188,16 @@ export function watchFingerprint (opts: WatchOptions): FingerprintWatcher {
     schedule(probe).catch(err => { if (!signal.aborted) opts.onError?.(err) })
   }
 
-  const timer = setInterval(() => background(true), opts.intervalMs ?? DEFAULT_INTERVAL_MS)
+  // Re-probing spawns blender and povray (a fraction of a second of CPU each):
+  // do it only when one of their binaries appeared, vanished or changed.
+  let binaries: string | undefined
+  const timer = setInterval(() => {
+    void rendererBinarySignature(opts.env ?? process.env).then(sig => {
+      const changed = binaries !== undefined && sig !== binaries
+      binaries = sig
+      background(changed)
+    })
+  }, opts.intervalMs ?? DEFAULT_INTERVAL_MS)
   timer.unref() // the node's own sockets keep the process alive, not this
 
   // Watch the directory, not the file, so creating the file is noticed too

@@ -161,7 +161,8 @@ export class FramedReceiver {
   async body (sink: Writable, opts: BodyOptions): Promise<number> {
     if (this.phase !== 'wait-body') {
       const err = this.failure ?? new Error('body() called before the header was read')
-      if (!sink.closed) await new Promise((resolve) => { sink.once('close', resolve); sink.destroy(err) })
+      // the sink has no 'error' listener yet: destroying it with an error would be an unhandled 'error' event (a crash)
+      if (!sink.closed) await new Promise((resolve) => { sink.once('close', resolve); sink.once('error', () => {}); sink.destroy(err) })
       throw err
     }
     this.phase = 'body'

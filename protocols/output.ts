@@ -220,6 +220,8 @@ async function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
 }
 
 export interface PushOptions {
+  /** the same exchange on another protocol id (federation's remote outputs) */
+  protocol?: string
   signal?: AbortSignal
   stallMs?: number
   onProgress?: (sent: number, total: number) => void
@@ -235,7 +237,7 @@ export async function pushOutput (connection: Connection, header: OutputHeader, 
   const { size } = await stat(filePath)
   if (size !== h.size) throw new ProtocolError(`${filePath} is ${size} bytes, the header says ${h.size}`)
   const stallMs = opts.stallMs ?? STALL_MS
-  const stream = await connection.newStream(OUTPUT_PROTOCOL, { signal: timeoutSignal(HEADER_TIMEOUT_MS, opts.signal) })
+  const stream = await connection.newStream(opts.protocol ?? OUTPUT_PROTOCOL, { signal: timeoutSignal(HEADER_TIMEOUT_MS, opts.signal) })
 
   // Listen for the reply from the start: it may come early (refused/duplicate).
   const replyDeadline = new AbortController()

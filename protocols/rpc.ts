@@ -7,21 +7,23 @@ import { request, respond, type MessageLimits } from './json-messages.js'
  * `{ ok: true, result }` or `{ ok: false, error, name, field }`, so a refusal
  * travels back with the remote's reason and error name intact.
  */
-export type RpcReply<T = unknown> = { ok: true, result: T } | { ok: false, error: string, name?: string, field?: string }
+export type RpcReply<T = unknown> = { ok: true, result: T } | { ok: false, error: string, name?: string, field?: string, status?: number }
 
 export class RemoteError extends Error {
-  constructor (message: string, name = 'RemoteError', readonly field?: string) { super(message); this.name = name }
+  /** the HTTP status the remote gave the error (an ApiError's), so a relayed refusal keeps it */
+  constructor (message: string, name = 'RemoteError', readonly field?: string, readonly status?: number) { super(message); this.name = name }
 }
 
 function parseReply (v: unknown): RpcReply {
   const o = obj(v, 'reply')
   if (o.ok === true) return { ok: true, result: o.result }
-  return { ok: false, error: str(o.error, 'error', 8192), name: optStr(o.name, 'name'), field: optStr(o.field, 'field') }
+  const status = typeof o.status === 'number' && Number.isInteger(o.status) && o.status >= 400 && o.status <= 599 ? o.status : undefined
+  return { ok: false, error: str(o.error, 'error', 8192), name: optStr(o.name, 'name'), field: optStr(o.field, 'field'), status }
 }
 
 export async function callRpc<T> (connection: Connection, protocol: string, req: unknown, limits: MessageLimits, signal?: AbortSignal): Promise<T> {
   const reply = await request(connection, protocol, req, parseReply, limits, signal)
-  if (!reply.ok) throw new RemoteError(reply.error, reply.name, reply.field)
+  if (!reply.ok) throw new RemoteError(reply.error, reply.name, reply.field, reply.status)
   return reply.result as T
 }
 
@@ -33,7 +35,7 @@ export async function serveRpc<Req> (stream: Stream, parse: (v: unknown) => Req,
       if (req === undefined) throw parseError
       return { ok: true, result: await answer(req) }
     } catch (err: any) {
-      return { ok: false, error: err.message, name: err.name, field: err.field }
+      return { ok: false, error: err.message, name: err.name, field: err.field, status: Number.isInteger(err.status) ? err.status : undefined }
     }
   }, limits)
 }

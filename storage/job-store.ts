@@ -1,5 +1,6 @@
 import { Level } from 'level'
-import type { JobRecord, SiteLimit, TaskRecord } from '../node/jobs/job-model.js'
+import type { InputFile, JobRecord, SiteLimit, TaskRecord } from '../node/jobs/job-model.js'
+import type { JobSpec } from '../node/jobs/job-spec.js'
 
 /**
  * Everything a node keeps about jobs, in one level database in its data
@@ -17,6 +18,16 @@ export interface OriginJob {
   finished?: { state: string, at: number, reason?: string }
   notify: string[]
   summary?: unknown
+  /** what was submitted, kept to outsource the job later */
+  spec?: JobSpec
+  scene?: string
+  inputs?: InputFile[]
+  /** sent to a federated site: how, so a push resumes with the same bundle */
+  outsourced?: { siteId: string, nonce: string, params: string, createdAt: number, sentFiles: number, bytesSent: number, remoteJobId?: string }
+  /** the remote site's billing report */
+  billing?: unknown
+  /** taken in from another site: whose job it is */
+  remote?: { site: string, jobId: string, peer: string, bytesReceived: number }
 }
 
 const taskKey = (jobId: string, index: number): string => `${jobId}:${String(index).padStart(8, '0')}`

@@ -38,13 +38,14 @@ async function specFrom (v: Record<string, any>, positionals: string[]): Promise
   if (v.memory != null) spec.memory = v.memory
   if (v.project != null) spec.project = v.project
   if (v.user != null) spec.user = v.user
+  if (v.remote != null) spec.remote = v.remote
   return spec
 }
 
 export const submit: Command = {
   name: 'submit',
   summary: 'submit a job from this host; prints its id',
-  usage: 'submit [SCENE [FILES…]] [--spec job.yaml] --renderer R[@VERSION] --frames F [--priority N] [--require KEY=PATTERN]… [--chunk N] [--name S] [--width W --height H] [--output PATTERN] [--timeout SEC] [--notify URI]… [--arg ARGV]… [--after JOB]… [--after-frames JOB] [--uses LIMIT]… [--host GLOB]… [--deny-host GLOB]… [--max-hosts K] [--memory SIZE] [--project P] [--wait] [--json]',
+  usage: 'submit [SCENE [FILES…]] [--spec job.yaml] --renderer R[@VERSION] --frames F [--priority N] [--require KEY=PATTERN]… [--chunk N] [--name S] [--width W --height H] [--output PATTERN] [--timeout SEC] [--notify URI]… [--arg ARGV]… [--after JOB]… [--after-frames JOB] [--uses LIMIT]… [--host GLOB]… [--deny-host GLOB]… [--max-hosts K] [--memory SIZE] [--project P] [--remote SITE|auto|never] [--wait] [--json]',
   positionals: [0, 10_000],
   options: {
     spec: { type: 'string' },
@@ -71,6 +72,7 @@ export const submit: Command = {
     memory: { type: 'string' },
     project: { type: 'string' },
     user: { type: 'string' },
+    remote: { type: 'string' },
     wait: { type: 'boolean' }
   },
   async run ({ values: v, positionals, data, json }, out) {

@@ -9,6 +9,11 @@ import { BLOB_PROTOCOL, handleBlob } from '../../protocols/blob.js'
 import { OUTPUT_PROTOCOL, handleOutput, pushOutput, type OutputHeader } from '../../protocols/output.js'
 import { validateJobSpec, osUserAndGroup } from '../jobs/job-spec.js'
 import { newJobId, type InputFile } from '../jobs/job-model.js'
+import type { JobSpec } from '../jobs/job-spec.js'
+import type { FederationRole } from '../federation/federation-role.js'
+import { parseFrameRange } from '../jobs/frame-range.js'
+import { jobRequirements } from '../jobs/job-spec.js'
+import { matchesRequirements } from '../jobs/requirements.js'
 import type { Replicator } from '../scheduler/replication.js'
 import { collectInputs } from './job-inputs.js'
 import { notifyJob, parseSmtpSettings, type SmtpSettings } from '../notify.js'
@@ -50,14 +55,28 @@ export class OriginRole {
     return { dest }
   }
 
-  /** Record an output once its bytes are safely in place. */
+  /** Record an output once its bytes are safely in place; a job from another site's output goes on to its origin. */
   async recordOutput (h: OutputHeader): Promise<void> {
-    await this.serial(async () => {
+    const job = await this.serial(async () => {
       const job = await this.store.getOrigin(h.jobId)
-      if (job == null) return
+      if (job == null) return undefined
       job.outputs[h.name] = { frame: h.frame, size: h.size, hash: h.hash, host: h.host, storedAt: Date.now() }
       await this.store.putOrigin(job)
+      return job
     })
+    if (job?.remote != null && this.federation != null) {
+      const file = join(this.node.dir.outputs, h.jobId, h.name)
+      void this.forward(h, file)
+    }
+  }
+
+  private async forward (h: OutputHeader, file: string, attempt = 0): Promise<void> {
+    try {
+      await this.federation!.forwardOutput(h.jobId, h, file)
+    } catch (err: any) {
+      if (attempt < 120) setTimeout(() => { void this.forward(h, file, attempt + 1) }, 5_000).unref()
+      else this.node.log.error(`could not send ${h.name} of job ${h.jobId} to its origin site: ${err.message}`)
+    }
   }
 
   /** Origin records are read, changed and written back: one change at a time, or outputs get lost. */
@@ -84,21 +103,88 @@ export class OriginRole {
     return res.stored
   }
 
+  private federation?: FederationRole
+  setFederation (f: FederationRole): void { this.federation = f }
+
   async submit (body: any): Promise<unknown> {
     if (typeof body !== 'object' || body == null) throw new ApiError('request body: expected a job spec', 400)
     const spec = validateJobSpec(body.spec, osUserAndGroup())
     const { scene, inputs } = await collectInputs(spec.scene, spec.files, this.blobs)
     const id = newJobId()
-    const origin: OriginJob = { id, name: spec.name, submittedAt: Date.now(), outputs: {}, notify: spec.notify }
+    const origin: OriginJob = { id, name: spec.name, submittedAt: Date.now(), outputs: {}, notify: spec.notify, spec, scene, inputs }
     // durable at the origin before the scheduler hears of it: outputs may arrive at once
     await this.store.putOrigin(origin)
+    let outsourceTo: string | undefined
     try {
-      const holders = [this.node.peerId, ...await this.replicateInputs(id, inputs)]
-      return await this.client.scheduler({ op: 'submit', id, spec, inputs, scene, holders })
+      if (spec.remote != null && spec.remote !== 'never') {
+        if (this.federation == null) throw new ApiError('remote: this node has no federation', 400)
+        const localCanRun = spec.remote === 'auto' ? this.localCanRun(spec) : true
+        outsourceTo = await this.federation.chooseSite(spec, parseFrameRange(spec.frames).length, localCanRun)
+        if (spec.remote === 'auto' && !localCanRun && outsourceTo == null) throw new ApiError('no local host and no federated site can render this job', 409)
+      }
+      const holders = outsourceTo != null ? [this.node.peerId] : [this.node.peerId, ...await this.replicateInputs(id, inputs)]
+      const res = await this.client.scheduler<Record<string, unknown>>({ op: 'submit', id, spec, inputs, scene, holders, outsourceTo })
+      if (outsourceTo != null) {
+        await this.federation!.outsource(origin, outsourceTo).catch(async (err: any) => {
+          // the remote refused or is unreachable: render here if we can, else fail the job
+          this.node.log.error(`outsourcing job ${id} failed: ${err.message}`)
+          await this.client.scheduler({ op: 'control', id, action: this.localCanRun(spec) ? 'localize' : 'kill' }).catch(() => {})
+        })
+      }
+      return { ...res, outsourcedTo: outsourceTo ?? null }
     } catch (err) {
       await this.store.deleteOrigin(id)
       throw err
     }
+  }
+
+  /** Can a host of this site render the spec? (for `--remote auto`) */
+  private localCanRun (spec: OriginJob['spec']): boolean {
+    if (spec == null) return false
+    const reqs = jobRequirements(spec)
+    return this.node.table.entries().some(e => e.advert.roles.render && e.advert.fingerprint.slots.total > 0 && matchesRequirements(e.advert.fingerprint, reqs))
+  }
+
+  /** `farmesh outsource ID [--site]`: send a queued local job to a federated site. */
+  async outsourceExisting (id: string, site: string | undefined): Promise<unknown> {
+    const job = await this.store.getOrigin(id)
+    if (job?.spec == null) throw new ApiError(`job ${id} was not submitted on this node: outsource it from its origin host`, 404)
+    if (this.federation == null) throw new ApiError('this node has no federation', 400)
+    const siteId = await this.federation.chooseSite({ ...job.spec, remote: site ?? 'auto' }, parseFrameRange(job.spec.frames).length, false)
+    if (siteId == null) throw new ApiError('no federated site can render this job', 409)
+    await this.client.scheduler({ op: 'control', id, action: 'outsource', site: siteId })
+    await this.federation.outsource(job, siteId)
+    return { id, outsourcedTo: siteId }
+  }
+
+  /** A job taken in from another site: submitted here as a sandboxed job whose origin is this node. */
+  async submitRemote (r: { spec: JobSpec, inputs: InputFile[], scene: string, from: { site: string, jobId: string, peer: string } }): Promise<{ id: string }> {
+    const id = newJobId()
+    await this.store.putOrigin({ id, name: r.spec.name, submittedAt: Date.now(), outputs: {}, notify: [], spec: r.spec, scene: r.scene, inputs: r.inputs })
+    await this.client.scheduler({ op: 'submit', id, spec: r.spec, inputs: r.inputs, scene: r.scene, holders: [this.node.peerId], sandbox: true })
+    return { id }
+  }
+
+  async markRemote (id: string, remote: NonNullable<OriginJob['remote']>): Promise<void> {
+    await this.serial(async () => {
+      const job = await this.store.getOrigin(id)
+      if (job == null) return
+      job.remote = remote
+      await this.store.putOrigin(job)
+    })
+  }
+
+  async saveJob (job: OriginJob): Promise<void> {
+    await this.serial(async () => {
+      const current = await this.store.getOrigin(job.id)
+      // outputs are recorded concurrently: keep them
+      await this.store.putOrigin({ ...job, outputs: { ...(current?.outputs ?? {}), ...job.outputs } })
+    })
+  }
+
+  /** An output of an outsourced job arriving from the remote site. */
+  async placeFromRemote (h: OutputHeader): Promise<{ dest: string } | { refuse: string } | { duplicate: true }> {
+    return await this.placeOutput(h)
   }
 
   /**
@@ -134,6 +220,8 @@ export class OriginRole {
     })
     if (job == null) return { known: true }
     this.node.log.info(`job ${job.id} (${job.name}) ${req.state}: ${Object.keys(job.outputs).length} output(s) in ${join(this.node.dir.outputs, job.id)}`)
+    if (job.remote != null) void this.federation?.reportFinished(job.id, req.state, req.reason, req.summary).catch((err: any) => { this.node.log.error(`billing report for job ${job.id} not sent: ${err.message}`) })
+    if (job.outsourced != null && req.state === 'killed') void this.federation?.killRemote(job).catch(() => {})
     if (job.notify.length > 0) void this.notify(job, req)
     return { known: true }
   }

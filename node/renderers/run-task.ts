@@ -28,7 +28,7 @@ export interface RunTaskOptions {
   logTailLines?: number
   /** rewrites the command before it is spawned, e.g. to run it in a sandbox */
   wrap?: (cmd: CommandLine) => CommandLine
-  /** how often /proc is sampled (default 250 ms) */
+  /** how often /proc is sampled (default 1 s: a scan reads every process of the host) */
   sampleIntervalMs?: number
   /** stop the task when its process group's memory goes over this (bytes) */
   maxRssBytes?: number
@@ -293,7 +293,7 @@ export async function runTask (adapter: RendererAdapter, task: RenderTask, opts:
   if (opts.wrap !== undefined) command = opts.wrap(command)
   const tailSize = opts.logTailLines ?? 50
   const grace = opts.killGraceMs ?? 2000
-  const interval = opts.sampleIntervalMs ?? 250
+  const interval = opts.sampleIntervalMs ?? 1000
 
   const base = {
     exitCode: null, signal: null, outputs: [], missing: expected, logTail: [], cpuSeconds: 0, peakRssBytes: 0,

@@ -692,7 +692,8 @@ export class SchedulerRole {
       origin: job.origin, renderer: job.spec.renderer.name, outsourcedTo: job.outsourcedTo ?? null,
       frames: { total: frames.length, done: frames.filter(f => f.state === 'done').length, running: frames.filter(f => f.state === 'running').length, failed: frames.filter(f => f.state === 'failed').length, queued: frames.filter(f => f.state === 'queued').length },
       submittedAt: job.submittedAt, startedAt: job.startedAt, finishedAt: job.finishedAt, reason: job.reason,
-      cpuSeconds: cpu, hosts: [...new Set(tasks.map(t => t.host).filter(Boolean))]
+      cpuSeconds: cpu, hosts: [...new Set(tasks.map(t => t.host).filter(Boolean))],
+      billing: billingLines(tasks)
     }
   }
 
@@ -735,6 +736,20 @@ export class SchedulerRole {
       tasks: tasks.map(t => ({ index: t.index, frames: t.frames, state: t.state, host: t.host ?? null, attempts: t.attempts, progress: t.progress, errors: t.errors, logTail: t.logTail ?? [], stats: t.stats ?? null, dispatchedAt: t.dispatchedAt ?? null, startedAt: t.startedAt ?? null, finishedAt: t.finishedAt ?? null, outputs: t.outputs ?? [], delivered: t.delivered !== false }))
     }
   }
+}
+
+/** Per host: frames done, wall and CPU seconds — the billing report of a job rendered for another site. */
+function billingLines (tasks: TaskRecord[]): Array<{ host: string, frames: number, wallSeconds: number, cpuSeconds: number }> {
+  const by = new Map<string, { host: string, frames: number, wallSeconds: number, cpuSeconds: number }>()
+  for (const t of tasks) {
+    if (t.state !== 'done' || t.host == null) continue
+    const b = by.get(t.host) ?? { host: t.host, frames: 0, wallSeconds: 0, cpuSeconds: 0 }
+    b.frames += t.frames.length
+    b.wallSeconds += t.stats?.wallSeconds ?? 0
+    b.cpuSeconds += t.stats?.cpuSeconds ?? 0
+    by.set(t.host, b)
+  }
+  return [...by.values()]
 }
 
 const key = (t: TaskRecord): string => `${t.jobId}#${t.index}`
