@@ -21,7 +21,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 <div id="login" class="overlay" hidden>
   <form id="login-form" class="card login">
     <h1>farmesh</h1>
-    <p id="login-why" class="muted"></p>
+    <p id="login-why"></p>
+    <p class="muted small">Run <code>farmesh dashboard</code> on this host for a link that carries the token, or paste the token from <code>api.token</code> in the node's data directory.</p>
     <label>API token <input id="login-token" type="password" autocomplete="off" spellcheck="false"></label>
     <button class="btn primary" type="submit">Open the dashboard</button>
   </form>
@@ -41,7 +42,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section id="view-queues" hidden>
   <div class="section-head"><h1>Queues</h1><span id="queue-sched" class="muted"></span></div>
   <p id="queues-empty" class="empty">No jobs yet. Submit one with <code>farmesh submit</code>.</p>
-  ${['active', 'queued', 'done', 'failed', 'killed'].map(g => `<section id="group-${g}" class="group ${g}" hidden>
+  ${['queued', 'active', 'done', 'failed', 'killed'].map(g => `<section id="group-${g}" class="group ${g}" hidden>
     <h2><span class="dot ${g}"></span>${g[0].toUpperCase()}${g.slice(1)} <span class="n"></span></h2>
     <table class="table jobs"><thead><tr><th class="num">#</th><th>Job</th><th>Priority</th><th>Progress</th><th>Hosts</th><th>User</th><th>When</th><th></th></tr></thead><tbody></tbody></table>
   </section>`).join('\n  ')}

@@ -313,8 +313,7 @@ export function dashboardApp (): void {
       const lk = x.licenses.join(',')
       if (r.lic.dataset.k !== lk || r.lic.childNodes.length === 0) { r.lic.dataset.k = lk; r.lic.replaceChildren(...(x.licenses.length > 0 ? x.licenses.map(l => h('span', { class: 'chip lic', text: l })) : [h('span', { class: 'muted', text: '—' })])) }
       setBar(r.slotsBar, x.slots.total > 0 ? x.slots.busy / x.slots.total : 0)
-      setText(r.slotsText, x.slots.busy + '/' + x.slots.total + ' busy')
-      r.slotsText.title = (x.slots.total - x.slots.busy) + ' free'
+      setText(r.slotsText, x.slots.busy + ' busy · ' + (x.slots.total - x.slots.busy) + ' free')
       const st = !x.render ? ['no render', 'muted'] : x.draining ? ['draining', 'warn'] : x.slots.busy > 0 ? ['rendering', 'running'] : ['idle', 'ok']
       if (r.state.dataset.k !== st[0]) { r.state.dataset.k = st[0]; r.state.replaceChildren(badge(st[0], st[1])) }
       setText(r.drain, x.draining ? 'Undrain' : 'Drain')
@@ -332,7 +331,7 @@ export function dashboardApp (): void {
 
   // ----------------------------------------------------------------- queues
 
-  const GROUPS = ['active', 'queued', 'done', 'failed', 'killed'] as const
+  const GROUPS = ['queued', 'active', 'done', 'failed', 'killed'] as const
   interface JobRow { tr: HTMLTableRowElement, pos: HTMLElement, name: HTMLAnchorElement, badges: HTMLElement, pri: HTMLInputElement, priText: HTMLElement, prog: HTMLElement, progText: HTMLElement, hosts: HTMLElement, user: HTMLElement, when: HTMLElement, hold: HTMLButtonElement, jobId: string }
   const jobRows: Record<string, Map<string, JobRow>> = {}
   let queuesDeferred = false
@@ -990,6 +989,7 @@ export function dashboardApp (): void {
     if (document.visibilityState !== 'visible') return
     if (tab === 'hosts') for (const r of hostRows.values()) { const x = hosts.get(r.hostId); if (x != null) updateHealth(r, x) }
     if (tab === 'running') { tickRunning(); if (runRows.size > 0) loadRunning() }
+    if (tab === 'queues' && Date.now() % 5000 < 1000) renderQueues()
     if (tab === 'job' && J?.view != null) {
       // progress of running frames: poll at most once a second while the page is visible
       if (J.stale || J.tasks.some(t => t.state === 'running')) pollJob()
@@ -1029,7 +1029,7 @@ export function dashboardApp (): void {
   async function boot (): Promise<void> {
     readColors()
     wireStatic()
-    if (token === '') { showLogin('Open the link printed by `farmesh dashboard`, or paste the token from the node\'s data directory (api.token).'); return }
+    if (token === '') { showLogin('This dashboard needs the node\'s API token.'); return }
     try {
       status = await api<Status>('GET', '/v1/status')
     } catch (err: any) {
