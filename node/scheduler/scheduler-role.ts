@@ -48,6 +48,8 @@ export class SchedulerRole {
   private readonly tasks = new Map<string, TaskRecord[]>()
   /** task key → host, for tasks running anywhere */
   private readonly running = new Map<string, string>()
+  /** job id → hosts running its frames, with how many each: kept with `running` (the machine limit and fair share read it on every plan) */
+  private readonly jobHosts = new Map<string, Map<string, number>>()
   private readonly cooldown = new Map<string, number>()
   private readonly limits = new Map<string, SiteLimit>()
   private lock: Promise<unknown> = Promise.resolve()
@@ -118,7 +120,7 @@ export class SchedulerRole {
         this.tasks.set(job.id, tasks)
         if (isFinished(job.state)) continue
         this.queue.insert(job)
-        for (const t of tasks) if (t.state === 'running' && t.host != null) this.running.set(key(t), t.host)
+        for (const t of tasks) if (t.state === 'running' && t.host != null) this.setRunning(key(t), t.host)
       }
       this.active = true
       this.replicator.setMergeListener((jobs, tasks, limits) => { void this.serial(async () => { this.applyMerged(jobs, tasks, limits) }) })
@@ -132,7 +134,7 @@ export class SchedulerRole {
     this.active = false
     this.replicator.setMergeListener(undefined)
     for (const j of this.queue.ordered()) this.queue.remove(j.id)
-    this.jobs.clear(); this.tasks.clear(); this.running.clear(); this.missing.clear(); this.limits.clear()
+    this.jobs.clear(); this.tasks.clear(); this.running.clear(); this.jobHosts.clear(); this.missing.clear(); this.limits.clear()
   }
 
   /** Records merged from other nodes (a healed partition, a late replica) replace ours when newer. */
@@ -152,8 +154,8 @@ export class SchedulerRole {
       if (list == null) continue
       if (!taskWins(list[t.index], t)) continue
       list[t.index] = t
-      if (t.state === 'running' && t.host != null) this.running.set(key(t), t.host)
-      else this.running.delete(key(t))
+      if (t.state === 'running' && t.host != null) this.setRunning(key(t), t.host)
+      else this.unsetRunning(key(t))
     }
     for (const j of jobs) void this.maybeFinish(j.id)
     this.schedulePump()
@@ -326,7 +328,7 @@ export class SchedulerRole {
       if (lateDone && task.state === 'running' && task.host != null && task.host !== from) {
         void this.client.renderer(task.host, { op: 'kill', term: this.election.currentTerm(), jobId: job.id, index: task.index }).catch(() => {})
       }
-      this.running.delete(key(task))
+      this.unsetRunning(key(task))
       task.finishedAt = Date.now()
       task.stats = req.stats ?? task.stats
       task.logTail = req.logTail ?? task.logTail
@@ -383,7 +385,7 @@ export class SchedulerRole {
   private async requeueHost (host: string, reason: string): Promise<void> {
     for (const [k, h] of [...this.running]) {
       if (h !== host) continue
-      this.running.delete(k)
+      this.unsetRunning(k)
       const [jobId, index] = splitKey(k)
       const found = this.findTask(jobId, index)
       if (found == null || found.task.state !== 'running') continue
@@ -420,7 +422,7 @@ export class SchedulerRole {
           const t = found.task
           if (adopt && t.state !== 'done' && (t.state !== 'running' || t.attemptId !== r.attemptId) && !this.running.has(key(t))) {
             Object.assign(t, { state: 'running', host, attemptId: r.attemptId, progress: r.progress })
-            this.running.set(key(t), host)
+            this.setRunning(key(t), host)
             changed.push(t)
             this.node.log.info(`job ${t.jobId}: adopted task ${t.index} running on ${host}`)
           }
@@ -430,12 +432,12 @@ export class SchedulerRole {
       for (const [k, host] of [...this.running]) {
         const [jobId, index] = splitKey(k)
         const found = this.findTask(jobId, index)
-        if (found == null || found.task.state !== 'running') { this.running.delete(k); continue }
+        if (found == null || found.task.state !== 'running') { this.unsetRunning(k); continue }
         if (!lists.has(host) && this.node.table.has(host)) continue // no answer: ask again next time
         const tag = `${k}@${found.task.attemptId ?? ''}`
         if (seen.has(tag)) continue
         if (!adopt && !this.missing.has(tag)) { stillMissing.add(tag); continue }
-        this.running.delete(k)
+        this.unsetRunning(k)
         this.node.log.info(`job ${jobId}: task ${index} is not running on ${host}: requeued`)
         await this.failAttempt(found.job, found.task, host, 'the host no longer runs this frame', false)
       }
@@ -463,7 +465,7 @@ export class SchedulerRole {
     for (const t of tasks) {
       if (t.state === 'running' || t.state === 'queued') {
         if (state !== 'done') { t.state = 'failed'; t.errors = [...t.errors, reason ?? state].slice(-10); changed.push(t) }
-        this.running.delete(key(t))
+        this.unsetRunning(key(t))
       }
     }
     await this.commit([job], changed, true)
@@ -538,7 +540,7 @@ export class SchedulerRole {
       const hit = tasks.filter(t => t.state === 'running' && t.frames.some(f => wanted.has(f)))
       for (const t of hit) {
         const host = t.host
-        this.running.delete(key(t))
+        this.unsetRunning(key(t))
         if (host != null) void this.client.renderer(host, { op: 'kill', term: this.election.currentTerm(), jobId: job.id, index: t.index }).catch(() => {})
         await this.failAttempt(job, t, host ?? '?', 'killed by request', false)
       }
@@ -590,7 +592,7 @@ export class SchedulerRole {
       const job = this.jobs.get(task.jobId)
       if (job == null) continue
       Object.assign(task, { state: 'running', host, attemptId: randomBytes(6).toString('hex'), attempts: task.attempts + 1, progress: 0, dispatchedAt: now, startedAt: undefined, finishedAt: undefined })
-      this.running.set(key(task), host)
+      this.setRunning(key(task), host)
       if (job.state === 'queued') { job.state = 'active'; job.startedAt = job.startedAt ?? now }
       changedJobs.add(job)
     }
@@ -608,9 +610,28 @@ export class SchedulerRole {
   }
 
   private hostsOf (jobId: string): Set<string> {
-    const out = new Set<string>()
-    for (const [k, h] of this.running) if (k.startsWith(`${jobId}#`)) out.add(h)
-    return out
+    return new Set(this.jobHosts.get(jobId)?.keys() ?? [])
+  }
+
+  private setRunning (k: string, host: string): void {
+    this.unsetRunning(k)
+    this.running.set(k, host)
+    const jobId = splitKey(k)[0]
+    const m = this.jobHosts.get(jobId) ?? new Map<string, number>()
+    m.set(host, (m.get(host) ?? 0) + 1)
+    this.jobHosts.set(jobId, m)
+  }
+
+  private unsetRunning (k: string): void {
+    const host = this.running.get(k)
+    if (host == null) return
+    this.running.delete(k)
+    const jobId = splitKey(k)[0]
+    const m = this.jobHosts.get(jobId)
+    if (m == null) return
+    const n = (m.get(host) ?? 1) - 1
+    if (n <= 0) m.delete(host); else m.set(host, n)
+    if (m.size === 0) this.jobHosts.delete(jobId)
   }
 
   /** Job-level dependencies: every job in `after` done. */
@@ -675,7 +696,7 @@ export class SchedulerRole {
       setTimeout(() => { this.schedulePump() }, DISPATCH_COOLDOWN_MS + 10).unref()
       await this.serial(async () => {
         if (task.attemptId !== attemptId || task.state !== 'running') return
-        this.running.delete(key(task))
+        this.unsetRunning(key(task))
         Object.assign(task, { state: 'queued', host: undefined, attemptId: undefined, attempts: task.attempts - 1, dispatchedAt: undefined })
         await this.commit([], [task], false)
       })
