@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { gzipSync } from 'node:zlib'
 import type { AddressInfo } from 'node:net'
 import { ApiError, UsageError } from './errors.js'
 import { writeFileAtomic, type DataDir } from '../storage/data-dir.js'
@@ -84,8 +85,15 @@ export class ApiServer {
       const body = req.method === 'GET' ? undefined : await readBody(req)
       const out = await found.route.handler({ params: found.params, query: url.searchParams, body, raw: req, res })
       if (out === undefined) return
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify(out))
+      const body = JSON.stringify(out)
+      // a 10,000-frame job view is megabytes of repetitive JSON: gzip takes it to a few percent
+      if (body.length > 16 * 1024 && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', vary: 'accept-encoding' })
+        res.end(gzipSync(body, { level: 4 }))
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(body)
+      }
     } catch (err: any) {
       // an ApiError relayed from another node (a RemoteError named 'ApiError') carries no status:
       // writeHead(undefined) would throw here, outside any handler, and crash the node
