@@ -85,14 +85,14 @@ export class ApiServer {
       const body = req.method === 'GET' ? undefined : await readBody(req)
       const out = await found.route.handler({ params: found.params, query: url.searchParams, body, raw: req, res })
       if (out === undefined) return
-      const body = JSON.stringify(out)
+      const json = JSON.stringify(out)
       // a 10,000-frame job view is megabytes of repetitive JSON: gzip takes it to a few percent
-      if (body.length > 16 * 1024 && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+      if (json.length > 16 * 1024 && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
         res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', vary: 'accept-encoding' })
-        res.end(gzipSync(body, { level: 4 }))
+        res.end(gzipSync(json, { level: 4 }))
       } else {
         res.writeHead(200, { 'content-type': 'application/json' })
-        res.end(body)
+        res.end(json)
       }
     } catch (err: any) {
       // an ApiError relayed from another node (a RemoteError named 'ApiError') carries no status:
