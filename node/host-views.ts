@@ -15,6 +15,8 @@ export interface HostSummary {
   term: number
   render: boolean
   draining: boolean
+  /** why it takes no new frames now: nimby, locked, asleep */
+  paused: string | null
   addresses: string[]
   lastSeenMsAgo: number
   uptimeSec: number
@@ -33,6 +35,7 @@ export function hostSummary (e: HostEntry, schedulerId: string | null, now = Dat
     term: a.term,
     render: a.roles.render,
     draining: a.draining === true,
+    paused: a.paused ?? null,
     addresses: a.addresses,
     lastSeenMsAgo: Math.max(0, now - e.lastSeen),
     uptimeSec: Math.round((now - a.startedAt) / 1000)

@@ -15,7 +15,7 @@ export const hosts: Command = {
       h.hostname, shortId(h.id), `${h.slots.busy}/${h.slots.total}`,
       h.renderers.map((r: any) => `${r.name} ${r.version}`).join(', '),
       h.licenses.join(',') || '-',
-      [h.scheduler ? `scheduler (term ${h.term})` : '', h.render ? '' : 'no-render', h.draining ? 'draining' : ''].filter(Boolean).join(' ') || '-'
+      [h.scheduler ? `scheduler (term ${h.term})` : '', h.render ? '' : 'no-render', h.draining ? 'draining' : '', h.paused != null ? `paused (${h.paused})` : ''].filter(Boolean).join(' ') || '-'
     ])))
   }
 }
