@@ -41,6 +41,8 @@ const ORIGIN_TIMEOUT_MS = 20_000
 
 export class RendererRole {
   private readonly running = new Map<string, Running>()
+  /** finished here, result not yet acknowledged by a scheduler: still ours, so a new scheduler must not requeue it */
+  private readonly reporting = new Map<string, Running>()
   private readonly inputsReady = new Map<string, Promise<string>>()
   private stopped = false
 
@@ -81,7 +83,7 @@ export class RendererRole {
   }
 
   list (): RunningTask[] {
-    return [...this.running.values()].map(r => ({ jobId: r.task.jobId, index: r.task.index, attemptId: r.task.attemptId, progress: r.progress }))
+    return [...this.running.values(), ...this.reporting.values()].map(r => ({ jobId: r.task.jobId, index: r.task.index, attemptId: r.task.attemptId, progress: r.progress }))
   }
 
   private async answer (req: RenderRequest, from: string): Promise<unknown> {
@@ -127,7 +129,9 @@ export class RendererRole {
           // free the slot before reporting: the report makes the scheduler refill it at once
           this.running.delete(k)
           this.node.advertiser.setSlotsBusy(this.running.size)
-          if (final != null) await this.report(final)
+          if (final == null) return
+          this.reporting.set(k, r)
+          try { await this.report(final) } finally { if (this.reporting.get(k) === r) this.reporting.delete(k) }
         })
         return { accepted: true }
       }
@@ -162,6 +166,8 @@ export class RendererRole {
         const { size } = await stat(file)
         const header = { jobId: task.jobId, frame: task.frames[Math.min(i, task.frames.length - 1)], name: basename(file), size, hash, attempt: task.attemptId, host: this.node.peerId }
         try {
+          // an origin gone from the site's table cannot take it now: keep it without waiting out a dead connection
+          if (task.origin !== this.node.peerId && !this.node.table.has(task.origin)) throw new Error('origin not in the site')
           await this.outputs(task.origin, header, file, AbortSignal.any([r.abort.signal, AbortSignal.timeout(ORIGIN_TIMEOUT_MS)]))
         } catch (err: any) {
           if (r.abort.signal.aborted || err.name === 'OutputRefusedError') throw err
