@@ -122,6 +122,12 @@ export function bwrapWrap (opts: BwrapOptions): (cmd: CommandLine) => CommandLin
     }
   }
 
+  // /tmp first: anything bound below it later (farmesh itself, installed under /tmp in a CI
+  // checkout; a job directory) lands on top of the private tmpfs instead of being hidden by it
+  const tmpBytes = opts.tmpBytes ?? DEFAULT_TMP_BYTES
+  if (!Number.isSafeInteger(tmpBytes) || tmpBytes <= 0) throw new SandboxError('tmpBytes must be a positive integer')
+  args.push('--proc', '/proc', '--dev', '/dev', '--size', String(tmpBytes), '--tmpfs', '/tmp', '--dir', SANDBOX_HOME)
+
   for (const p of opts.systemPaths ?? DEFAULT_SYSTEM_PATHS) {
     let st
     try { st = lstatSync(p) } catch { continue }
@@ -148,9 +154,6 @@ export function bwrapWrap (opts: BwrapOptions): (cmd: CommandLine) => CommandLin
     if (!readable(exe) && !mounts.includes(exe)) { args.push('--ro-bind', exeReal, exe); mounts.push(exe) }
   }
 
-  const tmpBytes = opts.tmpBytes ?? DEFAULT_TMP_BYTES
-  if (!Number.isSafeInteger(tmpBytes) || tmpBytes <= 0) throw new SandboxError('tmpBytes must be a positive integer')
-  args.push('--proc', '/proc', '--dev', '/dev', '--size', String(tmpBytes), '--tmpfs', '/tmp', '--dir', SANDBOX_HOME)
   mounts.push('/proc', '/dev', SANDBOX_HOME)
 
   // the job's own store: the directory read-only, then inputs read-only and outputs writable on top
