@@ -9,8 +9,8 @@ import type { Advert } from '../protocols/advert.js'
  * A host leaves the table at once when it says so (`leaving`) or its last
  * connection closes, and otherwise when it has been silent for `timeoutMs`.
  */
-export const HEARTBEAT_MS = 1_500
-export const HOST_TIMEOUT_MS = 4_500
+export const HEARTBEAT_MS = 2_000
+export const HOST_TIMEOUT_MS = 5_000
 
 export interface HostEntry {
   advert: Advert
