@@ -430,6 +430,11 @@ export class FederationRole {
         const job = m.job as { spec: unknown, scene: unknown, inputs: unknown[] }
         const spec = validateJobSpec((job as any).spec)
         const inputs = Array.isArray(job.inputs) ? job.inputs.map((x, i) => parseInput(x, `inputs[${i}]`)) : []
+        // the job's inputs are the bundle's signed files, hash for hash: renderers fetch inputs by hash
+        // from this node's shared blob store, so an unbound hash would hand the job someone else's file
+        const signed = new Map(m.files.map(f => [f.path, f.hash]))
+        const unbound = inputs.find(i => signed.get(i.path) !== i.hash)
+        if (unbound != null) return { ok: true, accepted: false, reason: `input ${unbound.path} is not the bundle's file of that name (hash ${unbound.hash.slice(0, 12)}…)` }
         const reqs = jobRequirements(spec)
         if (!this.node.table.entries().some(e => e.advert.roles.render && matchesRequirements(e.advert.fingerprint, reqs))) {
           return { ok: true, accepted: false, reason: `no host of site ${this.node.opts.site} can render it (${reqs.map(r => `${r.key}${r.op}${String(r.value)}`).join(', ')})` }
