@@ -45,6 +45,8 @@ import type { OriginRole } from '../origin/origin-role.js'
 export const REMOTE_OUTPUT_PROTOCOL = '/farmesh/remote-output/1.0.0'
 const SESSION_TIMEOUT_MS = 10_000
 const FRAME_FLUSH_MS = 500
+/** an outsourced job whose site has not been heard of for this long, and does not answer, comes home */
+const REMOTE_SILENCE_MS = Number(process.env.FARMESH_REMOTE_TIMEOUT_MS ?? 60_000)
 
 interface RemoteJob { originSite: string, originJobId: string, originPeer: string, bytesReceived: number }
 
@@ -62,6 +64,9 @@ export class FederationRole {
   private readonly frameQueue = new Map<string, Map<number, FrameUpdate>>()
   private flushTimer?: NodeJS.Timeout
   private keyTimer?: NodeJS.Timeout
+  private watchTimer?: NodeJS.Timeout
+  /** outsourced job id → when its remote site was last heard of */
+  private readonly lastHeard = new Map<string, number>()
 
   constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly origin: OriginRole) {
     this.store = new FederationStore(join(node.dir.root, 'federation.json'))
@@ -98,10 +103,13 @@ export class FederationRole {
     this.flushTimer.unref()
     this.keyTimer = setInterval(() => { void this.ensureKeys() }, 2_000)
     this.keyTimer.unref()
+    this.watchTimer = setInterval(() => { void this.watchRemotes() }, Math.min(10_000, REMOTE_SILENCE_MS / 3))
+    this.watchTimer.unref()
     void this.ensureKeys()
   }
 
   stop (): void {
+    if (this.watchTimer != null) clearInterval(this.watchTimer)
     if (this.flushTimer != null) clearInterval(this.flushTimer)
     if (this.keyTimer != null) clearInterval(this.keyTimer)
   }
@@ -380,7 +388,33 @@ export class FederationRole {
     return await this.origin.placeFromRemote(h)
   }
 
+  /**
+   * The remote site vanished mid-job: after REMOTE_SILENCE_MS without a word
+   * from it, and no answer when asked, the unfinished frames come back to
+   * this site's queue (where, if no host of ours can render them, they wait
+   * with that reason). Frames already here stay done; a late output from
+   * the vanished site for a frame rendered meanwhile is a duplicate and is
+   * discarded, so no frame is committed twice.
+   */
+  private async watchRemotes (): Promise<void> {
+    const now = Date.now()
+    for (const job of await this.origin.openOutsourced()) {
+      const site = job.outsourced!.siteId
+      const heard = this.lastHeard.get(job.id) ?? (this.lastHeard.set(job.id, now), now)
+      if (now - heard < REMOTE_SILENCE_MS) continue
+      const fed = await this.store.find(site)
+      const alive = fed != null && await this.session(fed).then(async c => await callFederation(c, { op: 'have', hashes: [] }, AbortSignal.timeout(5_000))).then(() => true, () => false)
+      if (alive) { this.lastHeard.set(job.id, now); continue }
+      this.node.log.info(`site ${fed?.name ?? site} has been silent for ${Math.round((now - heard) / 1000)} s: job ${job.id} comes back`)
+      this.lastHeard.delete(job.id)
+      await this.origin.abandonRemote(job.id).catch((err: any) => { this.node.log.error(`taking job ${job.id} back failed: ${err.message}`) })
+    }
+  }
+
+  private heard (jobId: string): void { this.lastHeard.set(jobId, Date.now()) }
+
   private async remoteOutputStored (h: OutputHeader): Promise<void> {
+    this.heard(h.jobId)
     await this.origin.recordOutput(h)
     await this.client.scheduler({ op: 'remote-frames', id: h.jobId, frames: [{ frame: h.frame, state: 'done', host: h.host, attempts: 1, progress: 1 }] })
   }
@@ -388,6 +422,7 @@ export class FederationRole {
   private async framesFromRemote (site: string, jobId: string, frames: FrameUpdate[]): Promise<unknown> {
     const job = await this.origin.outputs(jobId)
     if (job?.outsourced?.siteId !== site) throw new Error(`job ${jobId} was not outsourced to you`)
+    this.heard(jobId)
     // done is ours to say, once the output is here
     const updates = frames.filter(f => f.state !== 'done')
     if (updates.length > 0) await this.client.scheduler({ op: 'remote-frames', id: jobId, frames: updates })

@@ -174,6 +174,19 @@ export class OriginRole {
     })
   }
 
+  /** Jobs of ours at another site that have not finished. */
+  async openOutsourced (): Promise<OriginJob[]> {
+    return (await this.store.allOrigin()).filter(j => j.outsourced != null && j.finished == null)
+  }
+
+  /** Take an outsourced job back from a site that vanished: render the rest here. */
+  async abandonRemote (id: string): Promise<void> {
+    const job = await this.store.getOrigin(id)
+    if (job?.outsourced == null) return
+    await this.client.scheduler({ op: 'control', id, action: 'localize' })
+    await this.saveJob({ ...job, outsourced: undefined, billing: { abandoned: job.outsourced.siteId, at: Date.now() } })
+  }
+
   async saveJob (job: OriginJob): Promise<void> {
     await this.serial(async () => {
       const current = await this.store.getOrigin(job.id)
