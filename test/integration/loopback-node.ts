@@ -14,9 +14,9 @@ const run = promisify(execFile)
 
 export interface LoopbackNode { proc: ChildProcess, data: string, log: string[], cli: (...args: string[]) => Promise<{ stdout: string, stderr: string, code: number }>, stop: () => Promise<void> }
 
-export async function startLoopbackNode (extra: string[] = [], data?: string): Promise<LoopbackNode> {
+export async function startLoopbackNode (extra: string[] = [], data?: string, env: NodeJS.ProcessEnv = {}): Promise<LoopbackNode> {
   const dir = data ?? await mkdtemp(join(tmpdir(), 'farmesh-test-'))
-  const proc = spawn(process.execPath, [CLI, 'start', '--data', dir, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawn(process.execPath, [CLI, 'start', '--data', dir, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } })
   const log: string[] = []
   proc.stderr?.on('data', (b: Buffer) => { log.push(...b.toString().split('\n').filter(Boolean)) })
   const cli = async (...args: string[]): Promise<{ stdout: string, stderr: string, code: number }> => {
