@@ -34,6 +34,8 @@ export interface NodeOptions {
   sleep: string[]
   /** run other sites' jobs even without a working sandbox (explicit operator choice) */
   allowUnsandboxed?: boolean
+  /** days other sites' inputs are kept for re-renders (deduplicated per origin) */
+  remoteRetentionDays: number
 }
 
 export interface WorkstationOptions {
@@ -64,6 +66,7 @@ const ENV: Record<keyof OptionInput, string> = {
   debug: 'FARMESH_DEBUG',
   fairShare: 'FARMESH_FAIR_SHARE',
   allowUnsandboxed: 'FARMESH_ALLOW_UNSANDBOXED',
+  remoteRetentionDays: 'FARMESH_REMOTE_RETENTION_DAYS',
   workstation: 'FARMESH_WORKSTATION',
   sleep: 'FARMESH_SLEEP'
 }
@@ -83,6 +86,7 @@ function fromEnv (env: NodeJS.ProcessEnv): OptionInput {
       if (!/^(1|0|true|false|yes|no)$/i.test(v)) throw new UsageError(`${name}: expected true or false, got ${JSON.stringify(v)}`)
       out[key] = /^(1|true|yes)$/i.test(v)
     } else if (key === 'slots') out[key] = parseSlots(v, name)
+    else if (key === 'remoteRetentionDays') out[key] = Number(v)
     else out[key] = v
   }
   return out as OptionInput
@@ -146,8 +150,10 @@ export async function resolveNodeOptions (flags: OptionInput & { data?: string }
     fairShare: checkWeights(merged.fairShare),
     workstation: checkWorkstation(merged.workstation),
     sleep: merged.sleep ?? [],
-    allowUnsandboxed: merged.allowUnsandboxed
+    allowUnsandboxed: merged.allowUnsandboxed,
+    remoteRetentionDays: merged.remoteRetentionDays ?? 7
   }
+  if (typeof opts.remoteRetentionDays !== 'number' || !(opts.remoteRetentionDays >= 0)) throw new UsageError(`--remote-retention: expected a number of days, got ${JSON.stringify(opts.remoteRetentionDays)}`)
   for (const s of opts.sleep) parseSleepWindow(s)
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.site)) throw new UsageError(`--site: expected 1-64 letters, digits, '.', '_' or '-', got ${JSON.stringify(opts.site)}`)
   for (const l of opts.listen) checkMultiaddr(l, '--listen')

@@ -5,7 +5,7 @@ import { attachRoles } from '../../node/roles.js'
 import type { Command } from '../command.js'
 import { UsageError } from '../../node/errors.js'
 
-function seconds (v: string | undefined, flag: string): number | undefined {
+function numberFlag (v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined
   const n = Number(v)
   if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag}: expected a number, got ${JSON.stringify(v)}`)
@@ -30,6 +30,7 @@ export const start: Command = {
     'drop-folder': { type: 'string' },
     workstation: { type: 'boolean' },
     'allow-unsandboxed': { type: 'boolean' },
+    'remote-retention': { type: 'string' },
     'idle-after': { type: 'string' },
     grace: { type: 'string' },
     'activity-file': { type: 'string' },
@@ -54,12 +55,13 @@ export const start: Command = {
       debug: v.debug,
       sleep: v.sleep,
       allowUnsandboxed: v['allow-unsandboxed'],
+      remoteRetentionDays: numberFlag(v['remote-retention'], '--remote-retention'),
       workstation: v.workstation === true
         ? {
-            idleAfterSec: seconds(v['idle-after'], '--idle-after') ?? 300,
-            graceSec: seconds(v.grace, '--grace') ?? 30,
+            idleAfterSec: numberFlag(v['idle-after'], '--idle-after') ?? 300,
+            graceSec: numberFlag(v.grace, '--grace') ?? 30,
             activityFile: v['activity-file'],
-            loadThreshold: seconds(v['load-threshold'], '--load-threshold')
+            loadThreshold: numberFlag(v['load-threshold'], '--load-threshold')
           }
         : undefined
     })

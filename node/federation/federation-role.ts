@@ -65,13 +65,14 @@ export class FederationRole {
   private flushTimer?: NodeJS.Timeout
   private keyTimer?: NodeJS.Timeout
   private watchTimer?: NodeJS.Timeout
+  private sweepTimer?: NodeJS.Timeout
   /** outsourced job id → when its remote site was last heard of */
   private readonly lastHeard = new Map<string, number>()
 
   constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly origin: OriginRole) {
     this.store = new FederationStore(join(node.dir.root, 'federation.json'))
     this.invites = new PendingInvites(join(node.dir.root, 'invites.json'))
-    this.originStore = new OriginStore(join(node.dir.root, 'origins'))
+    this.originStore = new OriginStore(join(node.dir.root, 'origins'), { retentionMs: node.opts.remoteRetentionDays * 86_400_000 })
   }
 
   async start (): Promise<void> {
@@ -105,11 +106,16 @@ export class FederationRole {
     this.keyTimer.unref()
     this.watchTimer = setInterval(() => { void this.watchRemotes() }, Math.min(10_000, REMOTE_SILENCE_MS / 3))
     this.watchTimer.unref()
+    // other sites' inputs are kept for re-renders, deduplicated, then swept (finished job directories too)
+    this.sweepTimer = setInterval(() => { void this.originStore.sweep().catch(() => {}) }, 3_600_000)
+    this.sweepTimer.unref()
+    void this.originStore.sweep().catch(() => {})
     void this.ensureKeys()
   }
 
   stop (): void {
     if (this.watchTimer != null) clearInterval(this.watchTimer)
+    if (this.sweepTimer != null) clearInterval(this.sweepTimer)
     if (this.flushTimer != null) clearInterval(this.flushTimer)
     if (this.keyTimer != null) clearInterval(this.keyTimer)
   }
