@@ -1,5 +1,5 @@
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import type { FarmNode } from '../farm-node.js'
 import type { SiteClient } from '../site-client.js'
 import type { BlobStore } from '../../storage/blob-store.js'
@@ -35,12 +35,22 @@ export class OriginRole {
 
   async start (): Promise<void> {
     this.smtp = await loadSmtp(this.node.dir.config)
+    await this.removePartialOutputs()
     await this.node.membership.handle(BLOB_PROTOCOL, async (stream) => { await handleBlob(stream, this.blobs) })
     await this.node.membership.handle(OUTPUT_PROTOCOL, async (stream, connection) => {
       await handleOutput(stream, connection, async (header) => await this.placeOutput(header), { onStored: async (header) => { await this.recordOutput(header) } })
     })
     await this.node.membership.handle(ORIGIN_PROTOCOL, async (stream) => { await serveOrigin(stream, async (req) => await this.finished(req)) })
     this.client.local.origin = async (req) => await this.finished(req)
+  }
+
+  /** Uploads cut off by a crash leave their hidden temp files (`.name.xxxx.part`) beside the outputs: remove them. */
+  private async removePartialOutputs (): Promise<void> {
+    for (const job of await readdir(this.node.dir.outputs).catch(() => [] as string[])) {
+      for (const name of await readdir(join(this.node.dir.outputs, job)).catch(() => [] as string[])) {
+        if (name.startsWith('.') && (name.endsWith('.part') || name.endsWith('.tmp'))) await rm(join(this.node.dir.outputs, job, name), { force: true })
+      }
+    }
   }
 
   /** Where an arriving output goes; a frame already stored is a duplicate. */
@@ -92,7 +102,7 @@ export class OriginRole {
       const place = await this.placeOutput(header)
       if ('duplicate' in place) return false
       if ('refuse' in place) throw new Error(place.refuse)
-      const tmp = `${place.dest}.${process.pid}.tmp`
+      const tmp = join(dirname(place.dest), `.${basename(place.dest)}.${process.pid}.tmp`)
       await copyFile(file, tmp)
       await rename(tmp, place.dest)
       await this.recordOutput(header)

@@ -345,7 +345,8 @@ describe.skipIf(!netnsSupported())('fault tolerance', () => {
     // the shared farm is done with: free its CPU for the random run's own farm
     await cluster?.destroy();
     cluster = undefined;
-    const seed = Number(process.env.FARMESH_FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    // a fixed seed in the suite (it kills the origin mid-upload, among others); `npm run soak` explores new ones
+    const seed = Number(process.env.FARMESH_FAULT_SEED ?? 1683175652);
     console.log(`random fault run: seed ${seed} (reproduce with FARMESH_FAULT_SEED=${seed})`);
     const t0 = Date.now();
     const r = await runFaultScenario({
