@@ -19,8 +19,9 @@ import { idleNode } from './idle-node.js'
 import { farmEfficiency } from './farm-efficiency.js'
 import { schedulerPlanner } from './scheduler-planner.js'
 import { demoTime } from './demo-time.js'
+import { bundleThroughput } from './bundle-throughput.js'
 
-const BENCHES: Bench[] = [schedulerPlanner, joinTime, idleNode, farmEfficiency, demoTime]
+const BENCHES: Bench[] = [schedulerPlanner, joinTime, idleNode, farmEfficiency, demoTime, bundleThroughput]
 
 function usage (): string {
   return `usage: node dist/bench/run.js [--quick] [--list] [NAME…]\nbenchmarks: ${BENCHES.map(b => `${b.name} (${b.aliases.join(', ')})`).join('; ')}`

@@ -16,7 +16,8 @@
  * decisions/s are given for planDispatch alone and "pump-equivalent": plus
  * building its inputs the way SchedulerRole.pump does (busy counts from the
  * running map, a PlannerHost per table entry, the queued tasks of every job
- * filtered from all its tasks). Persistence and RPCs are not included.
+ * filtered from all its tasks, the hosts in use per job from a maintained
+ * job → hosts map). Persistence and RPCs are not included.
  * Scaling: 100 → 1,000 → 10,000 hosts with the same 10,000 frames.
  */
 import { planDispatch, shareKey, type PlannerHost, type PlannerJob, type PlanPolicy } from '../node/scheduler/dispatch-planner.js'
@@ -145,7 +146,10 @@ const taskKey = (t: TaskRecord): string => `${t.jobId}#${t.index}`
  * SchedulerRole.pump() does at the time of writing: busy counts from the
  * running map, a PlannerHost per table entry, for every unfinished job its
  * queued tasks (filtered from all its tasks) and the hosts running its frames
- * (a scan of the running map), and the fair-share usage per user.
+ * (from the job → hosts map kept alongside `running`, like
+ * SchedulerRole.hostsOf; its upkeep in setRunning / unsetRunning happens
+ * where frames start and finish, outside the timed section, as in the node's
+ * report handling), and the fair-share usage per user.
  */
 function simulate (mode: 'drain' | 'steady', hostCount: number, o: { jobs: number, framesPerJob: number, seed: number, budgetMs: number, priorities?: number[] }): SimResult {
   const base = makeHosts(hostCount, o.seed)
@@ -153,10 +157,34 @@ function simulate (mode: 'drain' | 'steady', hostCount: number, o: { jobs: numbe
   const jobById = new Map(jobs.map(j => [j.job.id, j.job]))
   const r = rng(o.seed + 2)
   const running = new Map<string, string>()
+  // job id → host → frames of that job running there, maintained on every
+  // change of `running`, as SchedulerRole.setRunning / unsetRunning do
+  const jobHosts = new Map<string, Map<string, number>>()
+  const jobOf = (key: string): string => key.slice(0, key.lastIndexOf('#'))
+  const unsetRunning = (key: string): void => {
+    const host = running.get(key)
+    if (host == null) return
+    running.delete(key)
+    const jobId = jobOf(key)
+    const m = jobHosts.get(jobId)
+    if (m == null) return
+    const n = (m.get(host) ?? 1) - 1
+    if (n <= 0) m.delete(host); else m.set(host, n)
+    if (m.size === 0) jobHosts.delete(jobId)
+  }
+  const setRunning = (key: string, host: string): void => {
+    unsetRunning(key)
+    running.set(key, host)
+    const jobId = jobOf(key)
+    const m = jobHosts.get(jobId) ?? new Map<string, number>()
+    m.set(host, (m.get(host) ?? 0) + 1)
+    jobHosts.set(jobId, m)
+  }
+  const hostsOf = (jobId: string): Set<string> => new Set(jobHosts.get(jobId)?.keys() ?? [])
   const runKeys: string[] = []
   const tasksByKey = new Map<string, TaskRecord>()
   if (mode === 'steady') {
-    for (const h of base) for (let s = 0; s < SLOTS; s++) { const k = `bg#${h.id}#${s}`; running.set(k, h.id); runKeys.push(k) }
+    for (const h of base) for (let s = 0; s < SLOTS; s++) { const k = `bg#${h.id}#${s}`; setRunning(k, h.id); runKeys.push(k) }
   }
   const total = o.jobs * o.framesPerJob
   let assigned = 0
@@ -170,7 +198,7 @@ function simulate (mode: 'drain' | 'steady', hostCount: number, o: { jobs: numbe
       const key = runKeys[at]
       runKeys[at] = runKeys[runKeys.length - 1]
       runKeys.pop()
-      running.delete(key)
+      unsetRunning(key)
       const task = tasksByKey.get(key)
       if (task != null) task.state = 'done'
     }
@@ -188,11 +216,9 @@ function simulate (mode: 'drain' | 'steady', hostCount: number, o: { jobs: numbe
     for (const h of running.values()) busy.set(h, (busy.get(h) ?? 0) + 1)
     const hosts: PlannerHost[] = base.map(h => ({ id: h.id, fingerprint: h.fingerprint, free: SLOTS - (busy.get(h.id) ?? 0) }))
     for (const j of unfinished) if (j.tasks.every(t => t.state === 'done')) unfinished.delete(j)
-    const pj: PlannerJob[] = jobs.filter(j => unfinished.has(j)).map(j => {
-      const inUse = new Set<string>()
-      for (const [k, h] of running) if (k.startsWith(`${j.job.id}#`)) inUse.add(h)
-      return { job: j.job, queued: j.tasks.filter(t => t.state === 'queued'), hostsInUse: inUse }
-    })
+    const pj: PlannerJob[] = jobs.filter(j => unfinished.has(j)).map(j => ({
+      job: j.job, queued: j.tasks.filter(t => t.state === 'queued'), hostsInUse: hostsOf(j.job.id)
+    }))
     const usage = new Map<string, number>()
     for (const k of running.keys()) {
       const job = jobById.get(k.slice(0, k.lastIndexOf('#')))
@@ -216,7 +242,7 @@ function simulate (mode: 'drain' | 'steady', hostCount: number, o: { jobs: numbe
     for (const { task, host } of plan) {
       task.state = 'running'
       const k = taskKey(task)
-      running.set(k, host)
+      setRunning(k, host)
       runKeys.push(k)
       tasksByKey.set(k, task)
     }
@@ -351,7 +377,7 @@ export const schedulerPlanner: Bench = {
     const capped = [...table.entries(), ...jobScaling.entries()].filter(([, v]) => v.capped).map(([key]) => key)
     if (capped.length > 0) notes.push(`stopped at the ${budgetMs / 1000} s time budget before all 10,000 frames were assigned (rate from the sample): ${capped.join(', ')}`)
     notes.push(`rates are decisions per CPU-second of this process (process.cpuUsage), so other load on the machine does not count against the planner; wall-clock rates are in the log lines`)
-    notes.push(`median of ${reps} run(s) each; hosts have 4 slots; drain frees 10 % of running frames between plans; steady starts with every slot busy and frees one per plan; pump-equivalent mirrors SchedulerRole.pump's input building (running-map scans per job included), not its persistence or RPCs`)
+    notes.push(`median of ${reps} run(s) each; hosts have 4 slots; drain frees 10 % of running frames between plans; steady starts with every slot busy and frees one per plan; pump-equivalent mirrors SchedulerRole.pump's input building (busy counts and fair-share usage from scans of the running map, hosts in use per job from a maintained job → hosts map), not its persistence or RPCs`)
     return { name: this.name, title: this.title, figures, notes }
   }
 }
