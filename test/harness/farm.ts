@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 import type { ExecOptions, ExecResult, NetnsNode, SpawnOpts } from './netns.js';
 import { waitFor } from './wait.js';
+import { onJsonLines } from './json-lines.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(REPO_ROOT, 'dist/cli/main.js');
@@ -369,7 +370,6 @@ export class HostsWatcher {
   readonly events: TableEvent[] = [];
   private readonly proc: ChildProcess;
   private readonly listeners = new Set<() => void>();
-  private buffer = '';
 
   constructor(
     host: NetnsNode,
@@ -378,19 +378,9 @@ export class HostsWatcher {
     intervalMs: number,
   ) {
     this.proc = host.spawn(process.execPath, ['--input-type=module', '-e', WATCH_SCRIPT, dir, String(intervalMs)]);
-    this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.buffer += d;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const line = this.buffer.slice(0, nl);
-        this.buffer = this.buffer.slice(nl + 1);
-        try {
-          this.events.push(JSON.parse(line) as TableEvent);
-        } catch {
-          continue;
-        }
-        for (const l of this.listeners) l();
-      }
+    onJsonLines<TableEvent>(this.proc.stdout, (e) => {
+      this.events.push(e);
+      for (const l of this.listeners) l();
     });
     this.proc.stderr?.resume();
   }

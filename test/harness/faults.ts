@@ -19,6 +19,7 @@ import { Farm, FIXTURES, REPO_ROOT, type FarmNode, type HostSummary, type NodeSt
 import { frameNames, processesWith } from './jobs.js';
 import { createLan, type Host, type Lan, type NetnsNode } from './netns.js';
 import { waitFor } from './wait.js';
+import { onJsonLines } from './json-lines.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -102,26 +103,14 @@ export class ApiError extends Error {
 export class ApiAgent {
   private readonly proc: ChildProcess;
   private readonly pending = new Map<number, { resolve: (v: { status?: number; body?: unknown; error?: string }) => void }>();
-  private buffer = '';
   private counter = 0;
   private closed = false;
 
   constructor(readonly host: NetnsNode) {
     this.proc = host.spawn(process.execPath, ['--input-type=module', '-e', AGENT_SCRIPT]);
-    this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.buffer += d;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const line = this.buffer.slice(0, nl);
-        this.buffer = this.buffer.slice(nl + 1);
-        try {
-          const msg = JSON.parse(line) as { id: number; status?: number; body?: unknown; error?: string };
-          this.pending.get(msg.id)?.resolve(msg);
-          this.pending.delete(msg.id);
-        } catch {
-          // not ours
-        }
-      }
+    onJsonLines<{ id: number; status?: number; body?: unknown; error?: string }>(this.proc.stdout, (msg) => {
+      this.pending.get(msg.id)?.resolve(msg);
+      this.pending.delete(msg.id);
     });
     this.proc.stderr?.resume();
     this.proc.stdin?.on('error', () => undefined);

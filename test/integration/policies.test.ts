@@ -30,6 +30,7 @@ import { assertBuilt, Farm, runCli, type FarmNode } from '../harness/farm.js';
 import { jobView, listJobs, submit, waitForJobEnd, type JobView } from '../harness/jobs.js';
 import { createLan, netnsSupported, type Host, type Lan } from '../harness/netns.js';
 import { waitFor } from '../harness/wait.js';
+import { onJsonLines } from '../harness/json-lines.js';
 
 const SITE = `policies-${process.pid}`;
 const NAMES = ['pol-sched', 'pol-a', 'pol-b', 'pol-c', 'pol-ws'] as const;
@@ -87,23 +88,10 @@ interface Sample {
 class ApiPoller {
   readonly samples: Sample[] = [];
   private readonly proc: ChildProcess;
-  private buffer = '';
 
   constructor(node: FarmNode, readonly paths: string[], intervalMs = 200) {
     this.proc = node.host.spawn(process.execPath, ['--input-type=module', '-e', POLL_SCRIPT, node.dir, String(intervalMs), ...paths]);
-    this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.buffer += d;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const line = this.buffer.slice(0, nl);
-        this.buffer = this.buffer.slice(nl + 1);
-        try {
-          this.samples.push(JSON.parse(line) as Sample);
-        } catch {
-          // a partial line cannot happen; ignore garbage
-        }
-      }
-    });
+    onJsonLines<Sample>(this.proc.stdout, (s) => { this.samples.push(s) });
     this.proc.stderr?.resume();
   }
 
