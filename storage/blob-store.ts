@@ -106,19 +106,7 @@ export class VerifyingWriter extends Writable {
   }
 
   private async writeAll (bufs: Buffer[]): Promise<void> {
-    // writev may write partially; loop until every byte is on disk
-    let pending = bufs
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.fh!.writev(pending)
-      let skip = bytesWritten
-      const rest: Buffer[] = []
-      for (const b of pending) {
-        if (skip >= b.byteLength) { skip -= b.byteLength; continue }
-        rest.push(skip > 0 ? b.subarray(skip) : b)
-        skip = 0
-      }
-      pending = rest
-    }
+    await writeFully(this.fh!, bufs)
   }
 
   override _final (callback: (err?: Error | null) => void): void {
@@ -259,5 +247,20 @@ export class BlobStore {
     await mkdir(dirname(dest), { recursive: true, mode: 0o700 })
     await chmod(tmp, 0o444)
     await rename(tmp, dest)
+  }
+}
+
+/** writev may write partially: loop until every byte is on disk. */
+export async function writeFully (fh: FileHandle, bufs: Buffer[]): Promise<void> {
+  let pending = bufs
+  while (pending.length > 0) {
+    let skip = (await fh.writev(pending)).bytesWritten
+    const rest: Buffer[] = []
+    for (const b of pending) {
+      if (skip >= b.byteLength) { skip -= b.byteLength; continue }
+      rest.push(skip > 0 ? b.subarray(skip) : b)
+      skip = 0
+    }
+    pending = rest
   }
 }

@@ -23,10 +23,10 @@ import {
   hkdfSync, randomBytes, sign, verify, type KeyObject
 } from 'node:crypto'
 import { constants, createReadStream } from 'node:fs'
-import { mkdir, mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
 import { join, posix } from 'node:path'
 import { extract as tarExtract, pack as tarPack, type Header, type Pack } from 'tar-stream'
-import { BLOB_HASH_RE } from './blob-store.js'
+import { BLOB_HASH_RE, writeFully } from './blob-store.js'
 import { encPublicKey, rawPublicKey, signPublicKey, SITE_ID_RE } from './site-keys.js'
 
 // ---------------------------------------------------------------- errors and limits
@@ -687,21 +687,6 @@ async function readEntry (entry: AsyncIterable<Uint8Array>, max: number, what: s
   return Buffer.concat(parts, n)
 }
 
-async function writeAllv (fh: FileHandle, bufs: Buffer[]): Promise<void> {
-  // writev may write partially; loop until every byte is on disk
-  let pending = bufs
-  while (pending.length > 0) {
-    let skip = (await fh.writev(pending)).bytesWritten
-    const rest: Buffer[] = []
-    for (const b of pending) {
-      if (skip >= b.byteLength) { skip -= b.byteLength; continue }
-      rest.push(skip > 0 ? b.subarray(skip) : b)
-      skip = 0
-    }
-    pending = rest
-  }
-}
-
 /**
  * Verifies and unpacks a bundle into a fresh directory under `tempDir`.
  * Files are written under their content hash (never under a name from the
@@ -838,7 +823,7 @@ async function writeVerified (entry: AsyncIterable<Uint8Array>, f: ManifestFile,
   let batched = 0
   const flush = async (): Promise<void> => {
     if (batched === 0) return
-    await writeAllv(fh, batch)
+    await writeFully(fh, batch)
     batch = []
     batched = 0
   }

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 import type { ExecOptions, ExecResult, NetnsNode, SpawnOpts } from './netns.js';
+import { collect } from './netns.js';
 import { waitFor } from './wait.js';
 import { onJsonLines } from './json-lines.js';
 
@@ -123,36 +124,6 @@ export function localHost(): NetnsNode {
   };
 }
 
-function collect(child: ChildProcess, what: string, opts: ExecOptions): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(opts.input ?? '');
-    let failure: Error | undefined;
-    const timer =
-      opts.timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            failure = new Error(`timed out after ${opts.timeoutMs} ms: ${what}`);
-            if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
-          }, opts.timeoutMs);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once('close', (code, sig) => {
-      clearTimeout(timer);
-      if (failure) {
-        reject(Object.assign(failure, { stdout, stderr }));
-        return;
-      }
-      resolve({ stdout, stderr, code: code ?? 128 + (sig ? os.constants.signals[sig] : 0) });
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------
 // CLI

@@ -337,7 +337,7 @@ class Node implements NetnsNode {
   }
 }
 
-function collect(child: ChildProcess, what: string, opts: ExecOptions): Promise<ExecResult> {
+export function collect(child: ChildProcess, what: string, opts: ExecOptions): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     let stdout = '';
     let stderr = '';
