@@ -137,6 +137,7 @@ export class FramedReceiver {
   private sink?: Writable
   private opts?: BodyOptions
   private timer?: NodeJS.Timeout
+  private pausePending = false
   private failure?: Error
   private readonly header = deferred<Uint8Array>()
   private readonly done = deferred<number>()
@@ -290,11 +291,26 @@ export class FramedReceiver {
     this.sink?.off('drain', this.onSinkDrain)
   }
 
+  /**
+   * Pause after the current dispatch, not inside it. `resume()` delivers the
+   * buffered data to our listener and *then* re-opens the yamux window
+   * (`sendResume`), so a pause made inside that delivery is undone at the
+   * muxer: the stream says "paused" while the window keeps growing, and the
+   * read buffer overflows its 4 MiB limit (seen as "Read buffer length …
+   * exceeded limit … read status is paused" on long bundle pushes).
+   */
   private pauseStream (): void {
-    // a closed readable end cannot be paused, and nothing more will arrive anyway
-    if (this.stream.readStatus === 'readable') this.stream.pause()
     // waiting on our own disk or caller is not the peer's stall
     this.clearTimer()
+    if (this.pausePending) return
+    this.pausePending = true
+    queueMicrotask(() => {
+      this.pausePending = false
+      if (this.phase === 'done' || this.phase === 'finishing') return
+      if (this.phase === 'body' && this.sink != null && !this.sink.writableNeedDrain) return // drained meanwhile
+      // a closed readable end cannot be paused, and nothing more will arrive anyway
+      if (this.stream.readStatus === 'readable') this.stream.pause()
+    })
   }
 
   private resumeStream (): void {

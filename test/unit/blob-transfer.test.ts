@@ -10,7 +10,7 @@ import { lpStream, streamPair } from '@libp2p/utils'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { createHost } from '../../node/libp2p-host.js'
 import { JsonStream, decodeJson } from '../../protocols/json-messages.js'
-import { BLOB_PROTOCOL, FramedReceiver, encodeFrame, fetchBlob, handleBlob, parseBlobRequest } from '../../protocols/blob.js'
+import { BLOB_PROTOCOL, FramedReceiver, encodeFrame, fetchBlob, handleBlob, parseBlobRequest, sendAll } from '../../protocols/blob.js'
 import { OUTPUT_PROTOCOL, handleOutput, parseOutputReply, pushOutput, type AcceptDecision, type OutputHeader, type OutputOutcome } from '../../protocols/output.js'
 import { BlobStore, hashFile } from '../../storage/blob-store.js'
 
@@ -254,4 +254,62 @@ describe('FramedReceiver', () => {
     expect(await rx.body(sink, { maxBytes: body.byteLength })).toBe(body.byteLength)
     expect(Buffer.concat(got).equals(body)).toBe(true)
   })
+
+  it('keeps a paused stream paused when the sink fills up during resume() (no read-buffer overflow on a slow sink)', async () => {
+    // Regression: a pause made inside the 'message' dispatch that resume() performs was undone by
+    // resume()'s own sendResume() at the yamux level, so the window kept opening while the stream
+    // said 'paused', and the 4 MiB read buffer overflowed ("Read buffer length … exceeded limit …
+    // read status is paused"). A slow sink pauses and resumes the stream thousands of times here.
+    const proto = '/farmesh-test/framed-slow-sink/1.0.0'
+    const size = 48 * 1024 * 1024
+    const data = randomBytes(size)
+    type Got = { count: number, hash: string, writes: number }
+    let resolve!: (v: Got) => void
+    let reject!: (e: unknown) => void
+    const received = new Promise<Got>((res, rej) => { resolve = res; reject = rej })
+    received.catch(() => {})
+    await server.handle(proto, async (stream) => {
+      try {
+        const rx = new FramedReceiver(stream)
+        const header = JSON.parse(Buffer.from(await rx.readHeader(AbortSignal.timeout(5_000))).toString())
+        const h = createHash('sha256')
+        let writes = 0
+        const sink = new Writable({
+          highWaterMark: 16 * 1024,
+          write (chunk: Buffer, _enc, cb) {
+            h.update(chunk)
+            // slower than the loopback link, so the stream keeps filling up and pausing
+            if (++writes % 4 === 0) setTimeout(cb, 1)
+            else setImmediate(cb)
+          }
+        })
+        const count = await rx.body(sink, { maxBytes: header.size, stallMs: 5_000 })
+        resolve({ count, hash: h.digest('hex'), writes })
+      } catch (err) {
+        reject(err)
+        stream.abort(err as Error)
+      }
+    })
+    try {
+      const stream = await toServer.newStream(proto, { signal: AbortSignal.timeout(5_000) })
+      const sending = (async () => {
+        stream.send(encodeFrame({ size }))
+        const sent = await sendAll(stream, pieces(data, 64 * 1024), { stallMs: 5_000 })
+        await stream.close({ signal: AbortSignal.timeout(5_000) })
+        return sent
+      })()
+      const [tx, rx] = await Promise.allSettled([sending, received])
+      if (rx.status === 'rejected') throw rx.reason // the receiver's error says most (e.g. the read buffer overflow)
+      expect(tx).toEqual({ status: 'fulfilled', value: size })
+      expect(rx.value.count).toBe(size)
+      expect(rx.value.hash).toBe(sha256(data))
+      expect(rx.value.writes).toBeGreaterThan(100) // the sink really was slow, chunk by chunk
+    } finally {
+      await server.unhandle(proto)
+    }
+  }, 20_000)
 })
+
+async function * pieces (buf: Buffer, size: number): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < buf.byteLength; i += size) yield buf.subarray(i, i + size)
+}
