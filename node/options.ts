@@ -36,6 +36,8 @@ export interface NodeOptions {
   allowUnsandboxed?: boolean
   /** days other sites' inputs are kept for re-renders (deduplicated per origin) */
   remoteRetentionDays: number
+  /** GiB of inputs kept per other site; a bundle that would exceed it is refused */
+  remoteQuotaGb: number
 }
 
 export interface WorkstationOptions {
@@ -67,6 +69,7 @@ const ENV: Record<keyof OptionInput, string> = {
   fairShare: 'FARMESH_FAIR_SHARE',
   allowUnsandboxed: 'FARMESH_ALLOW_UNSANDBOXED',
   remoteRetentionDays: 'FARMESH_REMOTE_RETENTION_DAYS',
+  remoteQuotaGb: 'FARMESH_REMOTE_QUOTA_GB',
   workstation: 'FARMESH_WORKSTATION',
   sleep: 'FARMESH_SLEEP'
 }
@@ -86,7 +89,7 @@ function fromEnv (env: NodeJS.ProcessEnv): OptionInput {
       if (!/^(1|0|true|false|yes|no)$/i.test(v)) throw new UsageError(`${name}: expected true or false, got ${JSON.stringify(v)}`)
       out[key] = /^(1|true|yes)$/i.test(v)
     } else if (key === 'slots') out[key] = parseSlots(v, name)
-    else if (key === 'remoteRetentionDays') out[key] = Number(v)
+    else if (key === 'remoteRetentionDays' || key === 'remoteQuotaGb') out[key] = Number(v)
     else out[key] = v
   }
   return out as OptionInput
@@ -151,9 +154,11 @@ export async function resolveNodeOptions (flags: OptionInput & { data?: string }
     workstation: checkWorkstation(merged.workstation),
     sleep: merged.sleep ?? [],
     allowUnsandboxed: merged.allowUnsandboxed,
-    remoteRetentionDays: merged.remoteRetentionDays ?? 7
+    remoteRetentionDays: merged.remoteRetentionDays ?? 7,
+    remoteQuotaGb: merged.remoteQuotaGb ?? 100
   }
   if (typeof opts.remoteRetentionDays !== 'number' || !(opts.remoteRetentionDays >= 0)) throw new UsageError(`--remote-retention: expected a number of days, got ${JSON.stringify(opts.remoteRetentionDays)}`)
+  if (typeof opts.remoteQuotaGb !== 'number' || !(opts.remoteQuotaGb >= 0)) throw new UsageError(`--remote-quota: expected a number of GiB, got ${JSON.stringify(opts.remoteQuotaGb)}`)
   for (const s of opts.sleep) parseSleepWindow(s)
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.site)) throw new UsageError(`--site: expected 1-64 letters, digits, '.', '_' or '-', got ${JSON.stringify(opts.site)}`)
   for (const l of opts.listen) checkMultiaddr(l, '--listen')

@@ -199,6 +199,30 @@ export class BlobStore {
   }
 
   /**
+   * Take in a file whose content is already verified to be `hash` and will
+   * not change (e.g. a federation input in its origin's read-only store): a
+   * hard link, no copy. Across filesystems it is copied and hashed again.
+   */
+  async adoptVerified (hash: string, path: string): Promise<void> {
+    assertBlobHash(hash)
+    if (await this.has(hash)) return
+    const tmp = join(this.tmpDir, tempName())
+    try {
+      await link(path, tmp)
+    } catch (err: any) {
+      if (!['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'EACCES'].includes(err.code)) throw err
+      const info = await this.putFile(path)
+      if (info.hash !== hash) throw new Error(`${path} is not ${hash}`)
+      return
+    }
+    try {
+      await this.moveIntoPlace(tmp, hash)
+    } finally {
+      await rm(tmp, { force: true })
+    }
+  }
+
+  /**
    * A writer for a blob we expect to be `expectedHash`/`expectedSize`, e.g.
    * arriving from a peer. It lands in the store only if it verifies.
    */

@@ -38,7 +38,7 @@ export type BundleErrorReason =
   | 'untrusted-origin' | 'bad-signature' | 'replayed' | 'expired'
   | 'bad-entry-type' | 'bad-path' | 'unexpected-file' | 'duplicate-file' | 'missing-file'
   | 'file-too-large' | 'total-too-large' | 'too-many-files' | 'size-mismatch' | 'hash-mismatch'
-  | 'source-changed'
+  | 'source-changed' | 'refused'
 
 export class BundleError extends Error {
   readonly reason: BundleErrorReason
@@ -80,7 +80,7 @@ const TAG = 16
 const FRAME_HEAD = 5
 const FLAG_FINAL = 1
 const HKDF_INFO = Buffer.from('farmesh bundle v1')
-export const DEFAULT_CHUNK_SIZE = 64 * 1024
+export const DEFAULT_CHUNK_SIZE = 256 * 1024
 const MIN_CHUNK_SIZE = 1024
 const MAX_CHUNK_SIZE = 1024 * 1024
 
@@ -150,7 +150,8 @@ function chunkNonce (counter: number, final: boolean): Buffer {
   return iv
 }
 
-function seal (key: Buffer, aad: Buffer, counter: number, final: boolean, data: Buffer): Buffer {
+/** One sealed frame as its three parts (head, ciphertext, tag): no copy to join them. */
+function seal (key: Buffer, aad: Buffer, counter: number, final: boolean, data: Buffer): [Buffer, Buffer, Buffer] {
   const c = createCipheriv('aes-256-gcm', key, chunkNonce(counter, final))
   c.setAAD(aad)
   const ct = c.update(data)
@@ -158,7 +159,7 @@ function seal (key: Buffer, aad: Buffer, counter: number, final: boolean, data: 
   const head = Buffer.alloc(FRAME_HEAD)
   head[0] = final ? FLAG_FINAL : 0
   head.writeUInt32BE(ct.byteLength + TAG, 1)
-  return Buffer.concat([head, ct, c.getAuthTag()])
+  return [head, ct, c.getAuthTag()]
 }
 
 /** Size of the encrypted stream for a plaintext of `plaintextBytes` (progress bars, resume checks). */
@@ -185,7 +186,7 @@ async function * rechunk (src: AsyncIterable<Uint8Array>, size: number): AsyncGe
       buf = buf.subarray(take)
       if (len === size) {
         if (held !== undefined) yield { data: held, final: false }
-        held = Buffer.concat(parts, len)
+        held = parts.length === 1 ? parts[0] : Buffer.concat(parts, len)
         parts = []
         len = 0
       }
@@ -243,7 +244,11 @@ async function * sealStream (plaintext: AsyncIterable<Uint8Array>, header: Buffe
       skip -= frameLen // already delivered: no need to encrypt it again
     } else {
       const frame = seal(key, header, counter, final, data)
-      yield skip > 0 ? frame.subarray(skip) : frame
+      if (skip > 0) {
+        yield Buffer.concat(frame).subarray(skip) // the one frame a resumed push starts inside
+      } else {
+        yield * frame
+      }
       skip = 0
     }
     counter++
@@ -254,7 +259,9 @@ async function * sealStream (plaintext: AsyncIterable<Uint8Array>, header: Buffe
 /** Reads exact byte counts from a stream of arbitrary pieces, holding at most one request's worth. */
 class ByteReader {
   private readonly it: AsyncIterator<Uint8Array>
-  private bufs: Buffer[] = []
+  /** pieces not yet consumed are bufs[head…] (consumed slots are emptied at once, so they can be freed); an index, not shift(), so tiny pieces stay linear */
+  private bufs: Array<Buffer | undefined> = []
+  private head = 0
   private buffered = 0
   private done = false
 
@@ -273,23 +280,26 @@ class ByteReader {
     if (this.buffered === 0 && n > 0) return null
     if (this.buffered < n) throw new BundleError('truncated', 'the stream ended in the middle of a frame')
     this.buffered -= n
-    const first = this.bufs[0]
+    const first = this.bufs[this.head]!
+    let out: Buffer
     if (first.byteLength >= n) { // the usual case: no copy
-      this.bufs[0] = first.subarray(n)
-      if (this.bufs[0].byteLength === 0) this.bufs.shift()
-      return first.subarray(0, n)
+      out = first.subarray(0, n)
+      if (first.byteLength === n) this.bufs[this.head++] = undefined
+      else this.bufs[this.head] = first.subarray(n)
+    } else {
+      // spans pieces: copy just these n bytes
+      out = Buffer.allocUnsafe(n)
+      let off = 0
+      while (off < n) {
+        const b = this.bufs[this.head]!
+        const take = Math.min(b.byteLength, n - off)
+        b.copy(out, off, 0, take)
+        off += take
+        if (take === b.byteLength) this.bufs[this.head++] = undefined
+        else this.bufs[this.head] = b.subarray(take)
+      }
     }
-    // spans pieces: copy just these n bytes
-    const out = Buffer.allocUnsafe(n)
-    let off = 0
-    while (off < n) {
-      const b = this.bufs[0]
-      const take = Math.min(b.byteLength, n - off)
-      b.copy(out, off, 0, take)
-      off += take
-      if (take === b.byteLength) this.bufs.shift()
-      else this.bufs[0] = b.subarray(take)
-    }
+    if (this.head > 1024 || this.head === this.bufs.length) { this.bufs = this.bufs.slice(this.head); this.head = 0 }
     return out
   }
 
@@ -552,7 +562,7 @@ async function addFile (p: Pack, f: BundleInputFile & { source: string }, mtime:
     ;(async () => {
       const hash = createHash('sha256')
       let n = 0
-      for await (const chunk of createReadStream(f.source, { highWaterMark: DEFAULT_CHUNK_SIZE })) {
+      for await (const chunk of createReadStream(f.source, { highWaterMark: 1024 * 1024 })) {
         signal?.throwIfAborted()
         const b = chunk as Buffer
         n += b.byteLength
@@ -654,6 +664,12 @@ export interface UnpackOptions {
   maxClockSkewMs?: number
   now?: number
   signal?: AbortSignal
+  /**
+   * Called once the manifest is verified, before any file is written: the
+   * receiver's own checks (can it run the job, is there room). Throw a
+   * BundleError('refused', …) to refuse early, without taking the files.
+   */
+  onManifest?: (m: BundleManifest) => void | Promise<void>
 }
 
 export interface UnpackedFile {
@@ -753,6 +769,7 @@ export async function unpackBundle (source: AsyncIterable<Uint8Array>, opts: Unp
         if (h.type !== 'file' || h.name !== SIGNATURE_ENTRY) bad('missing-manifest', 'second entry is not the signature')
         const sig = await readEntry(entry, 64, SIGNATURE_ENTRY)
         manifest = await checkManifest(manifestBytes!, sig, opts, limits, now, maxAge, skew)
+        await opts.onManifest?.(manifest)
         for (const f of manifest.files) if (f.included) pending.set(f.path, f)
         // from here the tar is the origin's: allow its declared files and per-entry overhead, no more
         const included = [...pending.values()]
@@ -818,14 +835,19 @@ async function writeVerified (entry: AsyncIterable<Uint8Array>, f: ManifestFile,
   const fh = await open(tempPath, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600)
   const hash = createHash('sha256')
   let n = 0
-  // tar chunks are small; one write per ~1 MiB keeps thread-pool round trips off the hot path
+  // tar chunks are small; one write per ~1 MiB keeps thread-pool round trips off the hot path,
+  // and one write in flight while the next batch is hashed keeps the disk and the decryption overlapped
   let batch: Buffer[] = []
   let batched = 0
+  let inflight: Promise<void> = Promise.resolve()
   const flush = async (): Promise<void> => {
     if (batched === 0) return
-    await writeFully(fh, batch)
+    const bufs = batch
     batch = []
     batched = 0
+    await inflight
+    inflight = writeFully(fh, bufs)
+    inflight.catch(() => {}) // awaited by the next flush or below
   }
   try {
     for await (const c of entry) {
@@ -839,7 +861,9 @@ async function writeVerified (entry: AsyncIterable<Uint8Array>, f: ManifestFile,
       if (batched >= WRITE_BATCH) await flush()
     }
     await flush()
+    await inflight
   } finally {
+    await inflight.catch(() => {})
     await fh.close()
   }
   if (n !== f.size) bad('size-mismatch', `${f.path}: ${n} of ${f.size} bytes`)

@@ -2,12 +2,15 @@ import { readFile } from 'node:fs/promises'
 import { writeFileAtomic } from './data-dir.js'
 
 /**
- * The sites this one is federated with, kept by the node that made the
- * federation (the site's gateway) in `federation.json`, mode 0600. Only an
- * `active` site may offer, push or receive anything; `asked` is a request we
- * sent that waits for the other side's approval, `pending` one we received.
+ * The sites this one is federated with, in `federation.json` (mode 0600) on
+ * every member of the site: the node that joins, invites or approves makes
+ * the change, and members exchange their lists (newest `since` wins, see
+ * `merge`). Only an `active` site may offer, push or receive anything;
+ * `asked` is a request we sent that waits for the other side's approval,
+ * `pending` one we received, `removed` a tombstone, so that a removal
+ * spreads to the members instead of being undone by them.
  */
-export type FederationState = 'active' | 'asked' | 'pending'
+export type FederationState = 'active' | 'asked' | 'pending' | 'removed'
 
 export interface FederatedSite {
   siteId: string
@@ -50,12 +53,35 @@ export class FederationStore {
     return await p
   }
 
-  async list (): Promise<FederatedSite[]> { return await this.read() }
+  /** The sites, removed ones left out. */
+  async list (): Promise<FederatedSite[]> { return (await this.read()).filter(s => s.state !== 'removed') }
 
-  /** By site id or name; undefined when unknown. */
+  /** Every record, tombstones included, without the nonces: what members exchange. */
+  async records (): Promise<FederatedSite[]> { return (await this.read()).map(({ nonces, ...rest }) => rest) }
+
+  /** By site id or name; undefined when unknown or removed. */
   async find (idOrName: string): Promise<FederatedSite | undefined> {
-    const sites = await this.read()
+    const sites = await this.list()
     return sites.find(s => s.siteId === idOrName) ?? sites.find(s => s.name === idOrName)
+  }
+
+  /**
+   * Another member's records: for each site, the one changed last wins
+   * (`since`). Returns the sites whose record changed here.
+   */
+  async merge (incoming: FederatedSite[]): Promise<FederatedSite[]> {
+    return await this.change(sites => {
+      const changed: FederatedSite[] = []
+      for (const r of incoming) {
+        const i = sites.findIndex(s => s.siteId === r.siteId)
+        if (i >= 0 && sites[i].since >= r.since) continue
+        const { nonces: _ignored, ...record } = r
+        if (i >= 0) sites[i] = { ...record, nonces: sites[i].nonces }
+        else sites.push(record)
+        changed.push(record)
+      }
+      return changed
+    })
   }
 
   async put (site: FederatedSite): Promise<void> {
@@ -66,11 +92,13 @@ export class FederationStore {
     })
   }
 
+  /** Leaves a tombstone (see the top): false when the site was not federated. */
   async remove (siteId: string): Promise<boolean> {
     return await this.change(sites => {
-      const i = sites.findIndex(s => s.siteId === siteId)
-      if (i >= 0) sites.splice(i, 1)
-      return i >= 0
+      const s = sites.find(x => x.siteId === siteId && x.state !== 'removed')
+      if (s == null) return false
+      Object.assign(s, { state: 'removed', addresses: [], since: Math.max(Date.now(), s.since + 1) })
+      return true
     })
   }
 

@@ -23,7 +23,21 @@ export interface OriginJob {
   scene?: string
   inputs?: InputFile[]
   /** sent to a federated site: how, so a push resumes with the same bundle */
-  outsourced?: { siteId: string, nonce: string, params: string, createdAt: number, sentFiles: number, bytesSent: number, remoteJobId?: string }
+  outsourced?: {
+    siteId: string, nonce: string, params: string, createdAt: number,
+    /** input hashes the remote already held when the bundle was made (not sent); part of what makes the bundle reproducible */
+    held?: string[]
+    /** the remote site's node that holds the bundle (and so the resume point and the job) */
+    remotePeer?: string
+    /** only these frames were sent (a job taken back from a vanished site and offered to another) */
+    frames?: string
+    sentFiles: number
+    /** bytes put on the wire, every attempt counted */
+    bytesSent: number
+    /** the bundle's size, and how long from the first byte packed to the remote's answer */
+    bundleBytes?: number, pushMs?: number
+    remoteJobId?: string
+  }
   /** the remote site's billing report */
   billing?: unknown
   /** taken in from another site: whose job it is */

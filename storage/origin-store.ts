@@ -193,6 +193,16 @@ export class OriginStore {
     }
   }
 
+  /** Bytes of inputs held for this origin (its blob store; job directories are hard links to it). */
+  async usage (originSiteId: string): Promise<number> {
+    const dir = join(this.originDir(originSiteId), 'blobs')
+    if (!await exists(dir)) return 0
+    const blobs = await this.blobs(originSiteId)
+    let total = 0
+    for (const hash of await blobs.list()) total += (await stat(blobs.path(hash)).catch(() => undefined))?.size ?? 0
+    return total
+  }
+
   /** The job's outputs were delivered: its directory may go at the next sweep. */
   async markFinished (originSiteId: string, jobId: string): Promise<void> {
     const dir = this.jobDir(originSiteId, jobId)

@@ -31,6 +31,7 @@ export const start: Command = {
     workstation: { type: 'boolean' },
     'allow-unsandboxed': { type: 'boolean' },
     'remote-retention': { type: 'string' },
+    'remote-quota': { type: 'string' },
     'idle-after': { type: 'string' },
     grace: { type: 'string' },
     'activity-file': { type: 'string' },
@@ -56,6 +57,7 @@ export const start: Command = {
       sleep: v.sleep,
       allowUnsandboxed: v['allow-unsandboxed'],
       remoteRetentionDays: numberFlag(v['remote-retention'], '--remote-retention'),
+      remoteQuotaGb: numberFlag(v['remote-quota'], '--remote-quota'),
       workstation: v.workstation === true
         ? {
             idleAfterSec: numberFlag(v['idle-after'], '--idle-after') ?? 300,

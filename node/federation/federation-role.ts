@@ -1,10 +1,8 @@
 
-import { createReadStream, createWriteStream } from 'node:fs'
-import { mkdir, rm, stat } from 'node:fs/promises'
+import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
-import { Readable } from 'node:stream'
 import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection } from '@libp2p/interface'
 import type { FarmNode } from '../farm-node.js'
 import type { SiteClient } from '../site-client.js'
@@ -14,14 +12,16 @@ import { FederationStore, type FederatedSite } from '../../storage/federation-st
 import { PendingInvites } from '../../storage/invites.js'
 import { OriginStore } from '../../storage/origin-store.js'
 import { exportSiteKeys, generateSiteKeys, importSiteKeys, loadSiteKeys, parseInvite, parseSiteCard, publicSiteCard, saveSiteKeys, encPublicKey, type SiteKeySet } from '../../storage/site-keys.js'
-import { newBundleNonce, newStreamParams, packBundle, unpackBundle, exportStreamParams, importStreamParams } from '../../storage/bundle.js'
+import { BundleError, newBundleNonce, newStreamParams, packBundle, unpackBundle, exportStreamParams, importStreamParams, type BundleManifest } from '../../storage/bundle.js'
 import { HELLO_PROTOCOL, FEDERATION_PROTOCOL, callHello, serveHello, makeProof, checkProof, callFederation, serveFederation, type HelloRequest, type HelloReply, type FederationRequest, type Offer, type FrameUpdate, type BillingLine } from '../../protocols/federation.js'
-import { BUNDLE_PROTOCOL, handleBundlePush, pushBundle, type BundleHeader, type BundleReply } from '../../protocols/bundle-push.js'
+import { BUNDLE_PROTOCOL, BundleReceiver, probeBundle, pushBundle, type BundleHeader, type BundleReply, type IntakeVerdict } from '../../protocols/bundle-push.js'
 import { SITE_KEYS_PROTOCOL, askSiteKeys, serveSiteKeys } from '../../protocols/site-keys.js'
+import { FEDERATION_SYNC_PROTOCOL, exchangeFederation, serveFederationSync } from '../../protocols/federation-sync.js'
 import { handleOutput, pushOutput, type OutputHeader } from '../../protocols/output.js'
 import { validateJobSpec, jobRequirements } from '../jobs/job-spec.js'
 import { matchesRequirements, parseRequirements } from '../jobs/requirements.js'
 import { parseInput } from '../../protocols/scheduler-rpc.js'
+import { formatFrameRange } from '../jobs/frame-range.js'
 import { ApiError } from '../errors.js'
 import type { OriginRole } from '../origin/origin-role.js'
 
@@ -32,13 +32,15 @@ import type { OriginRole } from '../origin/origin-role.js'
  *
  * Origin side (site A): a job submitted with `--remote SITE` (or outsourced
  * later, or by `auto`) is packed — job description and the inputs the remote
- * lacks — into a bundle signed by A and encrypted to B's key, written to a
- * spool file and pushed over a resumable stream. Frame states, outputs and
- * the billing report come back; outputs are stored like local ones.
+ * lacks — into a bundle signed by A and encrypted to B's key, and streamed
+ * to B over a resumable push. Frame states, outputs and the billing report
+ * come back; outputs are stored like local ones.
  *
- * Remote side (site B): the intake verifies federation and signature,
- * checks its hosts can run the job (refusing with a reason otherwise),
- * extracts into `origins/<A>/jobs/<job>/` and submits it as a sandboxed job;
+ * Remote side (site B): the intake unpacks while the bundle arrives: it
+ * verifies federation and signature, checks from the manifest that its
+ * hosts can run the job and that the origin's quota has room (refusing with
+ * a reason otherwise, before the files come), extracts into
+ * `origins/<A>/jobs/<job>/` and submits it as a sandboxed job;
  * as frames finish, their outputs go back to A, with a billing report at
  * the end. Only an active federated site may open anything but the hello.
  */
@@ -47,6 +49,11 @@ const SESSION_TIMEOUT_MS = 10_000
 const FRAME_FLUSH_MS = 500
 /** an outsourced job whose site has not been heard of for this long, and does not answer, comes home */
 const REMOTE_SILENCE_MS = Number(process.env.FARMESH_REMOTE_TIMEOUT_MS ?? 60_000)
+const SYNC_EVERY_MS = 60_000
+/** federation requests from other sites waiting for `approve` */
+const MAX_PENDING = 32
+/** a half-pushed bundle nobody resumed for this long is dropped */
+const PART_TTL_MS = 24 * 3600_000
 
 interface RemoteJob { originSite: string, originJobId: string, originPeer: string, bytesReceived: number }
 
@@ -66,10 +73,15 @@ export class FederationRole {
   private keyTimer?: NodeJS.Timeout
   private watchTimer?: NodeJS.Timeout
   private sweepTimer?: NodeJS.Timeout
+  private syncTimer?: NodeJS.Timeout
+  private syncPending?: NodeJS.Timeout
   /** outsourced job id → when its remote site was last heard of */
   private readonly lastHeard = new Map<string, number>()
 
+  private readonly bundles: BundleReceiver
+
   constructor (private readonly node: FarmNode, private readonly blobs: BlobStore, private readonly client: SiteClient, private readonly origin: OriginRole) {
+    this.bundles = new BundleReceiver({ isTruncation: (err) => err instanceof BundleError && err.reason === 'truncated', log: (line) => { node.log.info(line) } })
     this.store = new FederationStore(join(node.dir.root, 'federation.json'))
     this.invites = new PendingInvites(join(node.dir.root, 'invites.json'))
     this.originStore = new OriginStore(join(node.dir.root, 'origins'), { retentionMs: node.opts.remoteRetentionDays * 86_400_000 })
@@ -81,6 +93,9 @@ export class FederationRole {
     const lp = this.node.libp2p
     this.node.membership.setFederationCheck((peer) => this.sessions.has(peer) || this.expecting.has(peer))
     await this.node.membership.handle(SITE_KEYS_PROTOCOL, async (stream) => { await serveSiteKeys(stream, () => this.keys != null ? exportSiteKeys(this.keys) : undefined) })
+    await this.node.membership.handle(FEDERATION_SYNC_PROTOCOL, async (stream) => {
+      await serveFederationSync(stream, async (theirs) => { await this.mergeRecords(theirs); return await this.store.records() })
+    })
     // the hello is the one federation protocol a stranger may open: it is small and bounded
     await lp.handle(HELLO_PROTOCOL, async (stream, connection) => {
       await serveHello(stream, async (req) => await this.answerHello(req, connection.remotePeer.toString()))
@@ -94,7 +109,7 @@ export class FederationRole {
     }
     await lp.handle(FEDERATION_PROTOCOL, gated(async (stream, site, peer) => { await serveFederation(stream, async (req) => await this.answer(req, site, peer)) }))
     await lp.handle(BUNDLE_PROTOCOL, gated(async (stream, site, peer) => {
-      await handleBundlePush(stream, async (h) => await this.partPath(site, h), async (h, path) => await this.intake(site, peer, h, path))
+      await this.bundles.handle(stream, { partPath: async (h) => await this.partPath(site, h), take: async (h, source) => await this.intake(site, peer, h, source) })
     }))
     await lp.handle(REMOTE_OUTPUT_PROTOCOL, gated(async (stream, site, peer) => {
       await handleOutput(stream, { remotePeer: peer } as any, async (h) => await this.placeRemoteOutput(site, h), { onStored: async (h) => { await this.remoteOutputStored(h) } })
@@ -107,15 +122,22 @@ export class FederationRole {
     this.watchTimer = setInterval(() => { void this.watchRemotes() }, Math.min(10_000, REMOTE_SILENCE_MS / 3))
     this.watchTimer.unref()
     // other sites' inputs are kept for re-renders, deduplicated, then swept (finished job directories too)
-    this.sweepTimer = setInterval(() => { void this.originStore.sweep().catch(() => {}) }, 3_600_000)
+    this.sweepTimer = setInterval(() => { void this.originStore.sweep().catch(() => {}); void this.sweepParts() }, 3_600_000)
     this.sweepTimer.unref()
+    // members' lists converge after every change (syncSoon) and, for a host that was away, every minute
+    this.syncTimer = setInterval(() => { void this.syncMembers() }, SYNC_EVERY_MS)
+    this.syncTimer.unref()
+    setTimeout(() => { void this.syncMembers() }, 3_000).unref()
     void this.originStore.sweep().catch(() => {})
+    void this.sweepParts()
     void this.ensureKeys()
+    void this.resumePushes().catch((err: any) => { this.node.log.error(`resuming pushes: ${err.message}`) })
   }
 
   stop (): void {
     if (this.watchTimer != null) clearInterval(this.watchTimer)
     if (this.sweepTimer != null) clearInterval(this.sweepTimer)
+    if (this.syncTimer != null) clearInterval(this.syncTimer)
     if (this.flushTimer != null) clearInterval(this.flushTimer)
     if (this.keyTimer != null) clearInterval(this.keyTimer)
   }
@@ -157,6 +179,44 @@ export class FederationRole {
     return (outside.length > 0 ? outside : all).slice(0, 8)
   }
 
+  // ------------------------------------------------------------ the site's members share its federations
+
+  private async putSite (site: FederatedSite): Promise<void> {
+    await this.store.put(site)
+    this.syncSoon()
+  }
+
+  private async removeSite (siteId: string): Promise<boolean> {
+    const removed = await this.store.remove(siteId)
+    for (const [peer, s] of this.sessions) if (s === siteId) this.sessions.delete(peer)
+    this.syncSoon()
+    return removed
+  }
+
+  private async mergeRecords (theirs: FederatedSite[]): Promise<void> {
+    for (const site of await this.store.merge(theirs)) {
+      if (site.state !== 'active') for (const [peer, s] of this.sessions) if (s === site.siteId) this.sessions.delete(peer)
+      this.node.log.info(`federation with ${site.name} (${site.siteId}) is ${site.state}, as another member of this site says`)
+    }
+  }
+
+  private syncSoon (): void {
+    if (this.syncPending != null) return
+    this.syncPending = setTimeout(() => { this.syncPending = undefined; void this.syncMembers() }, 200)
+    this.syncPending.unref()
+  }
+
+  /** Exchange federation lists with every member; both sides keep the newest record per site. */
+  private async syncMembers (): Promise<void> {
+    await Promise.all(this.node.membership.list().map(async (peer) => {
+      try {
+        await this.mergeRecords(await exchangeFederation(await this.client.connection(peer), await this.store.records(), AbortSignal.timeout(5_000)))
+      } catch (err: any) {
+        this.node.log.debug(`federation sync with ${peer}: ${err.message}`)
+      }
+    }))
+  }
+
   // ------------------------------------------------------------ joining sites
 
   async invite (ttlMs: number): Promise<{ token: string, expiresAt: number }> {
@@ -196,7 +256,7 @@ export class FederationRole {
     const { conn, reply } = await this.dialSite(inv.addresses, (peer) => this.helloFor('join', peer, { secret: inv.secret }))
     if (reply.card.siteId !== inv.siteId) throw new ApiError(`the site at that address is ${reply.card.siteId}, not ${inv.siteId}`, 502)
     const site: FederatedSite = { ...reply.card, addresses: reply.addresses, state: 'active', since: Date.now() }
-    await this.store.put(site)
+    await this.putSite(site)
     this.sessions.set(conn.remotePeer.toString(), site.siteId)
     this.node.log.info(`federated with site ${site.name} (${site.siteId})`)
     return site
@@ -205,7 +265,7 @@ export class FederationRole {
   async add (address: string): Promise<FederatedSite> {
     const { conn, reply } = await this.dialSite([address], (peer) => this.helloFor('add', peer))
     const site: FederatedSite = { ...reply.card, addresses: reply.addresses, state: reply.state === 'active' ? 'active' : 'asked', since: Date.now() }
-    await this.store.put(site)
+    await this.putSite(site)
     if (site.state === 'active') this.sessions.set(conn.remotePeer.toString(), site.siteId)
     return site
   }
@@ -215,7 +275,7 @@ export class FederationRole {
     if (site == null || site.state !== 'pending') throw new ApiError(`no pending request from site ${idOrName}`, 404)
     const { conn } = await this.dialSite(site.addresses, (peer) => this.helloFor('approved', peer))
     const active: FederatedSite = { ...site, state: 'active', since: Date.now() }
-    await this.store.put(active)
+    await this.putSite(active)
     this.sessions.set(conn.remotePeer.toString(), site.siteId)
     return active
   }
@@ -225,7 +285,7 @@ export class FederationRole {
     if (site == null) throw new ApiError(`no federated site ${idOrName}`, 404)
     await this.session(site).then(async c => await callFederation(c, { op: 'remove' }, AbortSignal.timeout(5_000))).catch(() => {})
     for (const [peer, s] of this.sessions) if (s === site.siteId) this.sessions.delete(peer)
-    return await this.store.remove(site.siteId)
+    return await this.removeSite(site.siteId)
   }
 
   private async answerHello (req: HelloRequest, peer: string): Promise<HelloReply> {
@@ -242,25 +302,54 @@ export class FederationRole {
       case 'join': {
         if (req.secret == null) throw new Error('join needs an invite secret')
         await this.invites.consume(Buffer.from(req.secret, 'base64url'))
-        await this.store.put({ ...req.card, addresses: req.addresses, state: 'active', since: Date.now() })
+        await this.putSite({ ...req.card, addresses: req.addresses, state: 'active', since: Date.now() })
         this.sessions.set(peer, req.card.siteId)
         this.node.log.info(`site ${req.card.name} (${req.card.siteId}) joined with an invite`)
         return reply('active')
       }
       case 'add':
         if (known?.state === 'active') { this.sessions.set(peer, known.siteId); return reply('active') }
-        await this.store.put({ ...req.card, addresses: req.addresses, state: 'pending', since: Date.now() })
+        // anyone may ask: keep the operator's list (and our file) bounded
+        if (known?.state !== 'pending' && (await this.store.list()).filter(s => s.state === 'pending').length >= MAX_PENDING) {
+          throw new Error(`too many requests wait for approval here (${MAX_PENDING}); ask this site's operator`)
+        }
+        await this.putSite({ ...req.card, addresses: req.addresses, state: 'pending', since: Date.now() })
         this.node.log.info(`site ${req.card.name} (${req.card.siteId}) asks to federate: farmesh federation approve ${req.card.name}`)
         return reply('pending')
       case 'approved':
         if (known?.state !== 'asked') throw new Error('we did not ask this site')
-        await this.store.put({ ...known, ...req.card, addresses: req.addresses, state: 'active', since: Date.now() })
+        await this.putSite({ ...known, ...req.card, addresses: req.addresses, state: 'active', since: Date.now() })
         this.sessions.set(peer, known.siteId)
         return reply('active')
     }
   }
 
   /** An open, greeted connection to a federated site. */
+  /**
+   * A session with one particular node of a federated site: the node a job
+   * came from (frames, outputs and billing go back to it, not to any node of
+   * its site) or the node that took a bundle in (kill, resume go to it).
+   */
+  private async sessionWith (site: FederatedSite, peer: string): Promise<Connection> {
+    const id = peerIdFromString(peer)
+    const open = this.node.libp2p.getConnections(id).find(c => c.status === 'open')
+    if (open != null && this.sessions.get(peer) === site.siteId) return open
+    // after a restart the peer store is empty: the site's own addresses of that node come first
+    const listed = site.addresses.filter(a => a.endsWith(`/p2p/${peer}`))
+    if (open == null && listed.length > 0) {
+      const { conn, reply } = await this.dialSite(listed, (p) => this.helloFor('hello', p))
+      if (reply.card.siteId !== site.siteId) throw new Error(`node ${peer} belongs to ${reply.card.siteId}, not ${site.name}`)
+      this.sessions.set(peer, site.siteId)
+      return conn
+    }
+    this.expecting.add(peer)
+    const conn = open ?? await this.node.libp2p.dial(id, { signal: AbortSignal.timeout(SESSION_TIMEOUT_MS) })
+    const reply = await callHello(conn, this.helloFor('hello', peer), AbortSignal.timeout(SESSION_TIMEOUT_MS))
+    if (reply.card.siteId !== site.siteId || !checkProof(reply.card, reply.proof, peer, this.node.peerId)) throw new Error(`node ${peer} does not prove it belongs to site ${site.name}`)
+    this.sessions.set(peer, site.siteId)
+    return conn
+  }
+
   private async session (site: FederatedSite): Promise<Connection> {
     for (const [peer, s] of this.sessions) {
       if (s !== site.siteId) continue
@@ -283,7 +372,7 @@ export class FederationRole {
   private async answer (req: FederationRequest, site: string, _peer: string): Promise<unknown> {
     switch (req.op) {
       case 'remove':
-        await this.store.remove(site)
+        await this.removeSite(site)
         for (const [p, s] of this.sessions) if (s === site) this.sessions.delete(p)
         return { removed: true }
       case 'offer': return this.offer(req.renderer, req.requirements, req.frames)
@@ -314,13 +403,13 @@ export class FederationRole {
   // ------------------------------------------------------------ origin side: outsourcing
 
   /** Which federated site a new job goes to: named, or chosen by offers for `auto`. */
-  async chooseSite (spec: { remote?: string, renderer: { name: string }, requirements: string[], frames: string }, frameCount: number, localCanRun: boolean): Promise<string | undefined> {
+  async chooseSite (spec: { remote?: string, renderer: { name: string }, requirements: string[], frames: string }, frameCount: number, localCanRun: boolean, exclude?: string): Promise<string | undefined> {
     const remote = spec.remote
     if (remote == null || remote === 'never') return undefined
     if (remote !== 'auto') return (await this.activeSite(remote)).siteId
     if (localCanRun) return undefined
     let best: { site: FederatedSite, offer: Offer } | undefined
-    for (const site of (await this.store.list()).filter(s => s.state === 'active')) {
+    for (const site of (await this.store.list()).filter(s => s.state === 'active' && s.siteId !== exclude)) {
       try {
         const offer = await callFederation<Offer>(await this.session(site), { op: 'offer', renderer: spec.renderer.name, requirements: spec.requirements, frames: frameCount }, AbortSignal.timeout(5_000))
         if (offer.canRun && (best == null || offer.estimateSec < best.offer.estimateSec)) best = { site, offer }
@@ -331,60 +420,103 @@ export class FederationRole {
     return best?.site.siteId
   }
 
-  /** Pack, encrypt, spool and push a job to the site it is outsourced to; resumes after interruptions. */
-  async outsource (job: OriginJob, siteId: string): Promise<void> {
+  /**
+   * Pack, encrypt and push a job to the site it is outsourced to, as one
+   * stream: inputs are read, tarred and sealed as the connection takes them
+   * (no spool file), and the receiver unpacks while they arrive. The bundle
+   * is a pure function of what `job.outsourced` records — nonce, stream
+   * parameters, creation time, the inputs the remote already held — so a
+   * push cut off by a dropped connection, or by this node restarting
+   * (`resumePushes`), regenerates the same bytes and sends only those the
+   * receiver lacks.
+   */
+  async outsource (job: OriginJob, siteId: string, opts: { signal?: AbortSignal, frames?: string, resume?: boolean } = {}): Promise<void> {
     const keys = this.requireKeys()
     const site = await this.activeSite(siteId)
-    const conn = await this.session(site)
     const inputs = job.inputs ?? []
-    const { have } = await callFederation<{ have: string[] }>(conn, { op: 'have', hashes: inputs.map(i => i.hash) }, AbortSignal.timeout(10_000))
-    const held = new Set(have)
-    const nonce = job.outsourced?.nonce ?? newBundleNonce()
-    const params = job.outsourced?.params != null ? importStreamParams(job.outsourced.params) : newStreamParams()
-    const createdAt = job.outsourced?.createdAt ?? Date.now()
-    job.outsourced = { siteId, nonce, params: exportStreamParams(params), createdAt, sentFiles: inputs.filter(i => !held.has(i.hash)).length, bytesSent: 0 }
-    await this.origin.saveJob(job)
-    const spool = join(this.node.dir.root, 'spool', `${job.id}.bundle`)
-    await mkdir(join(this.node.dir.root, 'spool'), { recursive: true })
-    await pipeline(Readable.from(packBundle({
-      job: { spec: job.spec, scene: job.scene, inputs },
+    let o = job.outsourced
+    if (o?.siteId !== siteId || o.remoteJobId != null || o.held == null || o.remotePeer == null || (opts.frames != null && o.frames !== opts.frames)) {
+      // one node of the remote site answers what it holds and takes the bundle (its store, its part file)
+      const c0 = await this.session(site)
+      const { have } = await callFederation<{ have: string[] }>(c0, { op: 'have', hashes: inputs.map(i => i.hash) }, AbortSignal.timeout(10_000))
+      const known = new Set(inputs.map(i => i.hash))
+      const held = [...new Set(have)].filter(h => known.has(h))
+      o = { siteId, nonce: newBundleNonce(), params: exportStreamParams(newStreamParams()), createdAt: Date.now(), held, remotePeer: c0.remotePeer.toString(), sentFiles: new Set(inputs.filter(i => !held.includes(i.hash)).map(i => i.hash)).size, bytesSent: 0, ...(opts.frames != null ? { frames: opts.frames } : {}) }
+      job.outsourced = o
+      await this.origin.saveJob(job)
+    }
+    const record = o
+    const held = new Set(record.held)
+    const params = importStreamParams(record.params)
+    // a job taken back from a vanished site goes on with only the frames it still needs
+    const spec = record.frames != null && job.spec != null ? { ...job.spec, frames: record.frames } : job.spec
+    const bundleFrom = (offset: number): AsyncIterable<Uint8Array> => packBundle({
+      job: { spec, scene: job.scene, inputs },
       files: inputs.map(i => ({ path: i.path, hash: i.hash, size: i.size, original: i.original, ...(held.has(i.hash) ? {} : { source: this.blobs.path(i.hash) }) })),
       signer: keys.signPrivate, recipientEncPub: encPublicKey(Buffer.from(site.encPub, 'base64url')), recipientSiteId: site.siteId,
-      jobId: job.id, originSiteId: keys.siteId, createdAt, nonce, params
-    })), createWriteStream(spool))
-    const total = (await stat(spool)).size
-    let offset = 0
+      jobId: job.id, originSiteId: keys.siteId, createdAt: record.createdAt, nonce: record.nonce, params, offset, signal: opts.signal
+    })
+    const started = Date.now()
+    // a push resumed after a restart: the receiver says how much it holds
+    let offset = record.bytesSent > 0 || opts.resume === true ? -1 : 0
+    let lastSave = Date.now()
     for (let attempt = 0; attempt < 20; attempt++) {
       try {
-        const c = await this.session(site)
-        const res: BundleReply = await pushBundle(c, { jobId: job.id, nonce, offset, total }, createReadStream(spool, { start: offset }))
-        if (!res.ok) {
-          if (res.resumeAt != null) { offset = res.resumeAt; continue }
-          throw new Error(res.reason)
+        const c = await this.sessionWith(site, record.remotePeer!)
+        if (offset < 0) {
+          offset = await probeBundle(c, { jobId: job.id, nonce: record.nonce }, opts.signal)
+          this.node.log.info(`resuming the push of job ${job.id} to ${site.name} at byte ${offset}`)
         }
-        job.outsourced = { ...job.outsourced, bytesSent: total, remoteJobId: res.remoteJobId }
+        const before = record.bytesSent
+        const res: BundleReply = await pushBundle(c, { jobId: job.id, nonce: record.nonce, offset }, bundleFrom(offset), {
+          signal: opts.signal,
+          onProgress: (n) => {
+            record.bytesSent = before + n
+            // `farmesh job ID` shows a long push advancing (and a restart resumes from the receiver's count, not this)
+            if (Date.now() - lastSave > 1_000) { lastSave = Date.now(); void this.origin.saveJob(job).catch(() => {}) }
+          }
+        })
+        if (!res.ok) {
+          if (res.resumeAt == null) throw new Error(res.reason)
+          this.node.log.info(`push of job ${job.id} to ${site.name} stopped at ${res.resumeAt} bytes (${res.reason}); resuming`)
+          offset = res.resumeAt
+          continue
+        }
+        record.pushMs = Date.now() - started
+        record.bundleBytes = offset + (record.bytesSent - before)
+        if (res.accepted) record.remoteJobId = res.remoteJobId
         await this.origin.saveJob(job)
-        await rm(spool, { force: true })
         if (!res.accepted) throw new ApiError(`site ${site.name} refused the job: ${res.reason ?? 'no reason given'}`, 409)
-        this.node.log.info(`job ${job.id} outsourced to ${site.name}: ${total} bytes, ${job.outsourced.sentFiles} of ${inputs.length} inputs sent`)
+        this.node.log.info(`job ${job.id} outsourced to ${site.name}: ${record.bundleBytes} bytes in ${record.pushMs} ms, ${record.sentFiles} of ${inputs.length} inputs sent`)
         return
       } catch (err: any) {
-        if (err.name === 'ApiError') throw err
+        if (err.name === 'ApiError' || opts.signal?.aborted === true) throw err
         this.node.log.info(`push of job ${job.id} to ${site.name} interrupted (${err.message}); resuming`)
         await new Promise(resolve => setTimeout(resolve, 1_000))
-        offset = -1 // ask the receiver where to resume
-        const probe = await pushBundle(await this.session(site), { jobId: job.id, nonce, offset: total, total }, Readable.from([])).catch(() => undefined)
-        offset = probe != null && !probe.ok && probe.resumeAt != null ? probe.resumeAt : 0
+        offset = -1
       }
     }
     throw new ApiError(`could not push job ${job.id} to ${site.name}`, 502)
+  }
+
+  /** After a restart: pushes that were cut off go on from where the receiver stopped. */
+  async resumePushes (): Promise<void> {
+    for (const job of await this.origin.openOutsourced()) {
+      const o = job.outsourced!
+      if (o.remoteJobId != null || o.held == null) continue
+      void this.outsource(job, o.siteId, { frames: o.frames, resume: true }).catch(async (err: any) => {
+        this.node.log.error(`outsourcing job ${job.id} failed: ${err.message}`)
+        await this.origin.outsourceFailed(job.id).catch(() => {})
+      })
+    }
   }
 
   async killRemote (job: OriginJob): Promise<void> {
     if (job.outsourced == null) return
     const site = await this.store.find(job.outsourced.siteId)
     if (site == null) return
-    await callFederation(await this.session(site), { op: 'kill', jobId: job.id }, AbortSignal.timeout(5_000))
+    const conn = job.outsourced.remotePeer != null ? await this.sessionWith(site, job.outsourced.remotePeer) : await this.session(site)
+    await callFederation(conn, { op: 'kill', jobId: job.id }, AbortSignal.timeout(5_000))
   }
 
   /** A remote output for one of our jobs: store it like a local one. */
@@ -413,8 +545,31 @@ export class FederationRole {
       if (alive) { this.lastHeard.set(job.id, now); continue }
       this.node.log.info(`site ${fed?.name ?? site} has been silent for ${Math.round((now - heard) / 1000)} s: job ${job.id} comes back`)
       this.lastHeard.delete(job.id)
-      await this.origin.abandonRemote(job.id).catch((err: any) => { this.node.log.error(`taking job ${job.id} back failed: ${err.message}`) })
+      const moved = await this.reoffer(job, site).catch((err: any) => { this.node.log.error(`offering job ${job.id} to another site failed: ${err.message}`); return false })
+      if (!moved) await this.origin.abandonRemote(job.id).catch((err: any) => { this.node.log.error(`taking job ${job.id} back failed: ${err.message}`) })
     }
+  }
+
+  /**
+   * A job taken back from a vanished site goes to another federated site
+   * when no host here can render it and one offers to: with only the frames
+   * not delivered yet. False when it stays here.
+   */
+  private async reoffer (job: OriginJob, vanished: string): Promise<boolean> {
+    if (job.spec == null || this.origin.canRunHere(job.spec)) return false
+    const view = await this.client.scheduler<{ frames?: Array<{ frame: number, state: string }> }>({ op: 'job', id: job.id })
+    const left = (view.frames ?? []).filter(f => f.state !== 'done').map(f => f.frame)
+    if (left.length === 0) return false
+    const frames = formatFrameRange(left)
+    const siteId = await this.chooseSite({ ...job.spec, frames, remote: 'auto' }, left.length, false, vanished)
+    if (siteId == null) return false
+    await this.client.scheduler({ op: 'control', id: job.id, action: 'localize', site: siteId })
+    this.node.log.info(`job ${job.id}: frames ${frames} offered to site ${siteId}`)
+    void this.outsource(job, siteId, { frames }).catch(async (err: any) => {
+      this.node.log.error(`outsourcing job ${job.id} to ${siteId} failed: ${err.message}`)
+      await this.origin.outsourceFailed(job.id).catch(() => {})
+    })
+    return true
   }
 
   private heard (jobId: string): void { this.lastHeard.set(jobId, Date.now()) }
@@ -422,7 +577,20 @@ export class FederationRole {
   private async remoteOutputStored (h: OutputHeader): Promise<void> {
     this.heard(h.jobId)
     await this.origin.recordOutput(h)
-    await this.client.scheduler({ op: 'remote-frames', id: h.jobId, frames: [{ frame: h.frame, state: 'done', host: h.host, attempts: 1, progress: 1 }] })
+    this.toScheduler({ op: 'remote-frames', id: h.jobId, frames: [{ frame: h.frame, state: 'done', host: h.host, attempts: 1, progress: 1 }] }, `frame ${h.frame} of job ${h.jobId} done`)
+  }
+
+  /**
+   * Tell this site's scheduler what a remote site said, however long it takes
+   * to be reachable: right after this node restarts there is none for a few
+   * seconds, and the remote will not say it twice (its output is stored here
+   * already, a second push of it is a duplicate).
+   */
+  private toScheduler (req: Record<string, unknown>, what: string, attempt = 0): void {
+    this.client.scheduler(req as any).catch((err: any) => {
+      if (attempt >= 120) { this.node.log.error(`${what}: the scheduler did not take it (${err.message})`); return }
+      setTimeout(() => { this.toScheduler(req, what, attempt + 1) }, 1_000).unref()
+    })
   }
 
   private async framesFromRemote (site: string, jobId: string, frames: FrameUpdate[]): Promise<unknown> {
@@ -431,7 +599,7 @@ export class FederationRole {
     this.heard(jobId)
     // done is ours to say, once the output is here
     const updates = frames.filter(f => f.state !== 'done')
-    if (updates.length > 0) await this.client.scheduler({ op: 'remote-frames', id: jobId, frames: updates })
+    if (updates.length > 0) this.toScheduler({ op: 'remote-frames', id: jobId, frames: updates }, `frame states of job ${jobId}`)
     return { ok: true }
   }
 
@@ -440,63 +608,97 @@ export class FederationRole {
     if (job?.outsourced?.siteId !== site) throw new Error(`job ${req.jobId} was not outsourced to you`)
     job.billing = { site, ...req.billing, state: req.state, reason: req.reason, at: Date.now() }
     await this.origin.saveJob(job)
-    if (req.state !== 'done') await this.client.scheduler({ op: 'control', id: req.jobId, action: 'localize' }).catch(() => {})
+    if (req.state !== 'done') this.toScheduler({ op: 'control', id: req.jobId, action: 'localize' }, `taking job ${req.jobId} back`)
     this.node.log.info(`site ${site} finished job ${req.jobId} (${req.state}): ${req.billing.frames} frames, ${req.billing.hosts.reduce((s, h) => s + h.cpuSeconds, 0).toFixed(1)} CPU s`)
     return { ok: true }
   }
 
   // ------------------------------------------------------------ remote side: intake
 
-  private async partPath (site: string, h: BundleHeader): Promise<string> {
-    const dir = join(this.originStore.intakeDir(), 'parts')
-    await mkdir(dir, { recursive: true })
-    return join(dir, `${site}-${h.jobId}-${h.nonce}.part`)
+  private partDir (): string { return join(this.originStore.intakeDir(), 'parts') }
+
+  private async partPath (site: string, h: Pick<BundleHeader, 'jobId' | 'nonce'>): Promise<string> {
+    await mkdir(this.partDir(), { recursive: true })
+    return join(this.partDir(), `${site}-${h.jobId}-${h.nonce}.part`)
   }
 
-  /** submit_remote_job: verify, check we can, unpack into the origin's store, enqueue sandboxed. */
-  private async intake (site: string, peer: string, h: BundleHeader, path: string): Promise<BundleReply> {
+  private async partBytes (site: string, h: BundleHeader): Promise<number> {
+    return await stat(await this.partPath(site, h)).then(s => s.size, () => 0)
+  }
+
+  /** Parts of pushes nobody resumed for PART_TTL_MS: the sender gave up or was removed. */
+  private async sweepParts (): Promise<void> {
+    const now = Date.now()
+    for (const name of await readdir(this.partDir()).catch(() => [] as string[])) {
+      const p = join(this.partDir(), name)
+      const st = await stat(p).catch(() => undefined)
+      if (st != null && now - st.mtimeMs > PART_TTL_MS) await rm(p, { force: true })
+    }
+  }
+
+  /**
+   * submit_remote_job, as the bundle arrives: verify federation, signature
+   * and freshness; as soon as the manifest is known, check that this site
+   * can render the job and has room for it (refusing then, before the
+   * files come); unpack into the origin's store; enqueue sandboxed.
+   */
+  private async intake (site: string, peer: string, h: BundleHeader, source: AsyncIterable<Uint8Array>): Promise<IntakeVerdict> {
     const keys = this.requireKeys()
     const federated = await this.store.find(site)
-    try {
-      const unpacked = await unpackBundle(createReadStream(path), {
-        recipientEncPriv: keys.encPrivate,
-        recipientSiteId: keys.siteId,
-        trustedSigners: (origin) => origin === site && federated?.state === 'active' ? Buffer.from(federated.signPub, 'base64url') : undefined,
-        seenNonce: async (origin, nonce) => await this.store.seenNonce(origin, nonce),
-        tempDir: this.originStore.intakeDir()
-      })
-      try {
-        const m = unpacked.manifest
-        if (m.originSiteId !== site || m.jobId !== h.jobId || m.nonce !== h.nonce) return { ok: true, accepted: false, reason: 'bundle does not match its header' }
-        const job = m.job as { spec: unknown, scene: unknown, inputs: unknown[] }
-        const spec = validateJobSpec((job as any).spec)
-        const inputs = Array.isArray(job.inputs) ? job.inputs.map((x, i) => parseInput(x, `inputs[${i}]`)) : []
-        // the job's inputs are the bundle's signed files, hash for hash: renderers fetch inputs by hash
-        // from this node's shared blob store, so an unbound hash would hand the job someone else's file
-        const signed = new Map(m.files.map(f => [f.path, f.hash]))
-        const unbound = inputs.find(i => signed.get(i.path) !== i.hash)
-        if (unbound != null) return { ok: true, accepted: false, reason: `input ${unbound.path} is not the bundle's file of that name (hash ${unbound.hash.slice(0, 12)}…)` }
-        const reqs = jobRequirements(spec)
-        if (!this.node.table.entries().some(e => e.advert.roles.render && matchesRequirements(e.advert.fingerprint, reqs))) {
-          return { ok: true, accepted: false, reason: `no host of site ${this.node.opts.site} can render it (${reqs.map(r => `${r.key}${r.op}${String(r.value)}`).join(', ')})` }
+    let checked: { spec: ReturnType<typeof validateJobSpec>, inputs: ReturnType<typeof parseInput>[], scene: string } | undefined
+    const unpacked = await unpackBundle(source, {
+      recipientEncPriv: keys.encPrivate,
+      recipientSiteId: keys.siteId,
+      trustedSigners: (origin) => origin === site && federated?.state === 'active' ? Buffer.from(federated.signPub, 'base64url') : undefined,
+      seenNonce: async (origin, nonce) => await this.store.seenNonce(origin, nonce),
+      tempDir: this.originStore.intakeDir(),
+      onManifest: async (m) => {
+        try {
+          checked = await this.checkRemoteJob(site, h, m)
+        } catch (err: any) {
+          throw err instanceof BundleError ? err : new BundleError('refused', err.message)
         }
-        if (!(await this.store.useNonce(site, m.nonce))) return { ok: true, accepted: false, reason: 'replayed bundle' }
-        const mat = await this.originStore.materializeJob(site, m.jobId, m, unpacked.files)
-        // renderers fetch inputs by hash from this node
-        for (const i of inputs) await this.blobs.putFile(join(mat.inputDir, ...i.path.split('/')))
-        const local = await this.origin.submitRemote({ spec: { ...spec, remote: undefined, notify: [], after: undefined, afterFrames: undefined, uses: undefined }, inputs, scene: String(job.scene), from: { site, jobId: m.jobId, peer } })
-        this.remote.set(local.id, { originSite: site, originJobId: m.jobId, originPeer: peer, bytesReceived: h.total })
-        await this.origin.markRemote(local.id, { site, jobId: m.jobId, peer, bytesReceived: h.total })
-        return { ok: true, accepted: true, remoteJobId: local.id }
-      } finally {
-        await rm(unpacked.dir, { recursive: true, force: true })
       }
-    } catch (err: any) {
-      this.node.log.info(`refused a bundle from ${site}: ${err.message}`)
-      return { ok: true, accepted: false, reason: err.message }
+    })
+    try {
+      const m = unpacked.manifest
+      const { spec, inputs, scene } = checked!
+      if (!(await this.store.useNonce(site, m.nonce))) return { accepted: false, reason: 'replayed bundle' }
+      const mat = await this.originStore.materializeJob(site, m.jobId, m, unpacked.files)
+      // renderers fetch inputs by hash from this node: link the verified, read-only copies (no second copy)
+      for (const i of inputs) await this.blobs.adoptVerified(i.hash, join(mat.inputDir, ...i.path.split('/')))
+      const local = await this.origin.submitRemote({ spec: { ...spec, remote: undefined, notify: [], after: undefined, afterFrames: undefined, uses: undefined }, inputs, scene, from: { site, jobId: m.jobId, peer } })
+      const received = await this.partBytes(site, h)
+      this.remote.set(local.id, { originSite: site, originJobId: m.jobId, originPeer: peer, bytesReceived: received })
+      await this.origin.markRemote(local.id, { site, jobId: m.jobId, peer, bytesReceived: received })
+      return { accepted: true, remoteJobId: local.id }
     } finally {
-      await rm(path, { force: true })
+      await rm(unpacked.dir, { recursive: true, force: true })
     }
+  }
+
+  /** What the intake checks once the manifest is verified: the job itself, our hosts, our room. */
+  private async checkRemoteJob (site: string, h: BundleHeader, m: BundleManifest): Promise<{ spec: ReturnType<typeof validateJobSpec>, inputs: ReturnType<typeof parseInput>[], scene: string }> {
+    if (m.originSiteId !== site || m.jobId !== h.jobId || m.nonce !== h.nonce) throw new Error('bundle does not match its header')
+    const job = m.job as { spec: unknown, scene: unknown, inputs: unknown[] }
+    const spec = validateJobSpec((job as any)?.spec)
+    const inputs = Array.isArray(job.inputs) ? job.inputs.map((x, i) => parseInput(x, `inputs[${i}]`)) : []
+    // the job's inputs are the bundle's signed files, hash for hash: renderers fetch inputs by hash
+    // from this node's shared blob store, so an unbound hash would hand the job someone else's file
+    const signed = new Map(m.files.map(f => [f.path, f.hash]))
+    const unbound = inputs.find(i => signed.get(i.path) !== i.hash)
+    if (unbound != null) throw new Error(`input ${unbound.path} is not the bundle's file of that name (hash ${unbound.hash.slice(0, 12)}…)`)
+    const reqs = jobRequirements(spec)
+    if (!this.node.table.entries().some(e => e.advert.roles.render && matchesRequirements(e.advert.fingerprint, reqs))) {
+      throw new Error(`no host of site ${this.node.opts.site} can render it (${reqs.map(r => `${r.key}${r.op}${String(r.value)}`).join(', ')})`)
+    }
+    const quota = this.node.opts.remoteQuotaGb * 2 ** 30
+    const incoming = m.files.filter(f => f.included).reduce((s, f) => s + f.size, 0)
+    const used = await this.originStore.usage(site)
+    if (used + incoming > quota) {
+      throw new Error(`site ${this.node.opts.site} keeps at most ${this.node.opts.remoteQuotaGb} GiB for site ${site}: ${(used / 2 ** 30).toFixed(2)} GiB held, this job brings ${(incoming / 2 ** 30).toFixed(2)} GiB`)
+    }
+    return { spec, inputs, scene: String(job.scene) }
   }
 
   private remoteOf (localJobId: string): RemoteJob | undefined { return this.remote.get(localJobId) }
@@ -516,7 +718,7 @@ export class FederationRole {
       const site = r != null ? await this.store.find(r.originSite) : undefined
       if (r == null || site == null) continue
       try {
-        await callFederation(await this.session(site), { op: 'frames', jobId: r.originJobId, frames: [...q.values()] }, AbortSignal.timeout(5_000))
+        await callFederation(await this.sessionWith(site, r.originPeer), { op: 'frames', jobId: r.originJobId, frames: [...q.values()] }, AbortSignal.timeout(5_000))
       } catch { this.frameQueue.set(jobId, new Map([...q, ...(this.frameQueue.get(jobId) ?? [])])) }
     }
   }
@@ -526,7 +728,7 @@ export class FederationRole {
     const r = this.remoteOf(localJobId)
     const site = r != null ? await this.store.find(r.originSite) : undefined
     if (r == null || site == null) return
-    await pushOutput(await this.session(site), { ...h, jobId: r.originJobId }, file, { protocol: REMOTE_OUTPUT_PROTOCOL })
+    await pushOutput(await this.sessionWith(site, r.originPeer), { ...h, jobId: r.originJobId }, file, { protocol: REMOTE_OUTPUT_PROTOCOL })
   }
 
   async reportFinished (localJobId: string, state: 'done' | 'failed' | 'killed', reason: string | undefined, summary: any): Promise<void> {
@@ -535,7 +737,7 @@ export class FederationRole {
     if (r == null || site == null) return
     await this.flushFrames()
     const hosts: BillingLine[] = summary?.billing ?? []
-    await callFederation(await this.session(site), {
+    await callFederation(await this.sessionWith(site, r.originPeer), {
       op: 'finished', jobId: r.originJobId, state, reason,
       billing: { hosts, bytesReceived: r.bytesReceived, bytesSent: summary?.bytesSent ?? 0, frames: summary?.frames?.done ?? 0 }
     }, AbortSignal.timeout(10_000))

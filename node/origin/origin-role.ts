@@ -136,9 +136,8 @@ export class OriginRole {
       const res = await this.client.scheduler<Record<string, unknown>>({ op: 'submit', id, spec, inputs, scene, holders, outsourceTo })
       if (outsourceTo != null) {
         await this.federation!.outsource(origin, outsourceTo).catch(async (err: any) => {
-          // the remote refused or is unreachable: render here if we can, else fail the job
           this.node.log.error(`outsourcing job ${id} failed: ${err.message}`)
-          await this.client.scheduler({ op: 'control', id, action: this.localCanRun(spec) ? 'localize' : 'kill' }).catch(() => {})
+          await this.outsourceFailed(id)
         })
       }
       return { ...res, outsourcedTo: outsourceTo ?? null }
@@ -148,11 +147,19 @@ export class OriginRole {
     }
   }
 
+  canRunHere (spec: NonNullable<OriginJob['spec']>): boolean { return this.localCanRun(spec) }
+
   /** Can a host of this site render the spec? (for `--remote auto`) */
   private localCanRun (spec: OriginJob['spec']): boolean {
     if (spec == null) return false
     const reqs = jobRequirements(spec)
     return this.node.table.entries().some(e => e.advert.roles.render && e.advert.fingerprint.slots.total > 0 && matchesRequirements(e.advert.fingerprint, reqs))
+  }
+
+  /** The remote refused the job or could not be reached: render here if we can, else fail the job. */
+  async outsourceFailed (id: string): Promise<void> {
+    const job = await this.store.getOrigin(id)
+    await this.client.scheduler({ op: 'control', id, action: job?.spec != null && this.localCanRun(job.spec) ? 'localize' : 'kill' }).catch(() => {})
   }
 
   /** `farmesh outsource ID [--site]`: send a queued local job to a federated site. */

@@ -519,13 +519,13 @@ export class SchedulerRole {
       return { id: job.id, outsourcedTo: job.outsourcedTo }
     }
     if (req.action === 'localize') {
-      // the remote site is gone: what it did not deliver is rendered here
-      job.outsourcedTo = undefined
+      // the remote site is gone: what it did not deliver is rendered here, or by `site` when the origin found another
+      job.outsourcedTo = req.site
       const back = tasks.filter(t => t.state === 'running' || (t.state === 'failed' && !isFinished(job.state)))
       for (const t of back) Object.assign(t, { state: 'queued', host: undefined, attemptId: undefined, progress: 0 })
       await this.commit([job], back, true)
-      this.schedulePump()
-      return { id: job.id, requeued: back.length }
+      if (job.outsourcedTo == null) this.schedulePump()
+      return { id: job.id, requeued: back.length, outsourcedTo: job.outsourcedTo ?? null }
     }
     if (req.action === 'hold' || req.action === 'release') {
       job.held = req.action === 'hold'

@@ -68,7 +68,7 @@ interface SiteEntry {
 }
 interface Billing {
   id: string;
-  outsourced: { siteId: string; sentFiles: number; bytesSent: number; remoteJobId?: string } | null;
+  outsourced: { siteId: string; sentFiles: number; bytesSent: number; bundleBytes?: number; pushMs?: number; remoteJobId?: string } | null;
   billing: { site: string; frames: number; hosts: Array<{ host: string; frames: number; cpuSeconds: number }>; bytesReceived: number; state: string } | null;
 }
 
@@ -255,6 +255,12 @@ describe.skipIf(missing.length > 0)('federation between sites on two LANs', () =
     await waitFor(async () => (await fedList(C1)).length === 0, { timeoutMs: 10_000, intervalMs: 500, message: 'C forgets B' });
     // A is untouched by B's business with C
     expect((await fedList(A1)).map((s) => [s.siteId, s.state])).toEqual([[siteB, 'active']]);
+
+    // every member of a site knows its federations, not only the gateway that made them; C's removal spread too
+    const t0 = Date.now();
+    await waitFor(async () => JSON.stringify((await fedList(A2)).map((s) => [s.siteId, s.state])) === JSON.stringify([[siteB, 'active']]), { timeoutMs: 10_000, intervalMs: 200, message: 'A2 knows B' });
+    await waitFor(async () => JSON.stringify((await fedList(B2)).map((s) => [s.siteId, s.state])) === JSON.stringify([[siteA, 'active']]), { timeoutMs: 10_000, intervalMs: 200, message: 'B2 knows A, and that C was removed' });
+    report(`federations known by the other members (A2, B2) ${Date.now() - t0} ms after the last change`);
   });
 
   // ------------------------------------------------------------------ 2.-4. outsourcing
@@ -330,7 +336,7 @@ plane { y, -0.8 pigment { image_map { png "${stone}" } rotate x*90 scale 1.5 } f
     const firstStart = Math.min(...starts);
     report(`POV job ${sub.id} -> ${remoteId} at B: submit returned after ${submitMs} ms; first remote dispatch +${Math.min(...dispatches) - t0} ms, first remote frame started +${firstStart - t0} ms after submit; all 24 frames at A +${(done.finishedAt ?? Date.now()) - t0} ms`);
     report(`POV job billing: ${JSON.stringify(bill.billing!.hosts)}; bundle ${bill.outsourced!.bytesSent} bytes, ${bill.outsourced!.sentFiles} files sent`);
-    expect(A1.output).toMatch(new RegExp(`job ${sub.id} outsourced to ${SITE_B}: \\d+ bytes, 3 of 3 inputs sent`));
+    expect(A1.output).toMatch(new RegExp(`job ${sub.id} outsourced to ${SITE_B}: \\d+ bytes in \\d+ ms, 3 of 3 inputs sent`));
     firstPov = { id: sub.id, bytes: bill.outsourced!.bytesSent, inputs: 3 };
 
     // B's gateway keeps A's files apart: its origin store holds A's inputs and A's job only
@@ -365,7 +371,7 @@ plane { y, -0.8 pigment { image_map { png "${stone}" } rotate x*90 scale 1.5 } f
     expect(await outputNames(A1, sub.id)).toEqual(frameNames(1, 24));
     const bill = await waitBilling(sub.id);
     expect(bill.outsourced!.sentFiles).toBe(1);
-    expect(A1.output).toMatch(new RegExp(`job ${sub.id} outsourced to ${SITE_B}: ${bill.outsourced!.bytesSent} bytes, 1 of 3 inputs sent`));
+    expect(A1.output).toMatch(new RegExp(`job ${sub.id} outsourced to ${SITE_B}: ${bill.outsourced!.bundleBytes} bytes in \\d+ ms, 1 of 3 inputs sent`));
     expect(bill.outsourced!.bytesSent).toBeLessThan(firstPov!.bytes);
     report(`POV re-submission with stone.png changed: ${bill.outsourced!.bytesSent} bytes (1 of 3 files) vs ${firstPov!.bytes} bytes the first time`);
     // the new texture was used
@@ -401,6 +407,20 @@ plane { y, -0.8 pigment { image_map { png "${stone}" } rotate x*90 scale 1.5 } f
   });
 
   // ------------------------------------------------------------------ 5. a hostile job in B's sandbox
+
+  it('outsources a job submitted on a member that is not the gateway', async () => {
+    const dir = path.join(work, 'member');
+    await mkdir(dir, { recursive: true });
+    const runSh = path.join(dir, 'run.sh');
+    await writeFile(runSh, 'echo "from a member" > "$1"\n');
+    const sub = await A2.cliJson<{ id: string; outsourcedTo: string | null }>(['submit', runSh, '--renderer', 'command', '--arg', '/bin/sh', '--arg', '{scene}', '--arg', '{output}', '--frames', '1-3', '--remote', SITE_B]);
+    expect(sub.outsourcedTo).toBe(siteB);
+    const done = await waitForJobEnd(A2, sub.id, 60_000);
+    expect(done.state).toBe('done');
+    expect(await outputNames(A2, sub.id)).toEqual(frameNames(1, 3));
+    const view = await A2.cliJson<JobView>(['job', sub.id]);
+    expect(view.frames.every((f) => bPeers().includes(f.host as string)), JSON.stringify(view.frames)).toBe(true);
+  });
 
   it('lets every escape attempt of a job outsourced to B fail, changing nothing of B outside its output', async () => {
     // another origin's store on each of B's hosts
@@ -560,7 +580,7 @@ const connect = (t) => new Promise(resolve => {
       'random-bytes', 'truncated', 'flipped-byte', 'not-a-tar', 'no-manifest', 'manifest-not-json', 'bad-job-spec', 'wrong-recipient',
       'manifest-path-dotdot', 'manifest-path-absolute', 'tar-entry-dotdot', 'tar-entry-absolute', 'original-dotdot', 'job-input-dotdot',
       'symlink-entry', 'hardlink-entry', 'symlink-first', 'directory-entry',
-      'file-over-declared-size', 'declared-file-too-large', 'manifest-too-large', 'header-total-over-limit', 'more-bytes-than-total', 'partial-then-close',
+      'file-over-declared-size', 'declared-file-too-large', 'manifest-too-large', 'header-offset-over-limit', 'bytes-after-final-chunk', 'partial-then-close',
       'signed-by-other-key', 'signature-garbage', 'manifest-altered-after-signing', 'origin-not-federated', 'expired', 'header-mismatch',
     ];
     const run = await A1.host.exec(process.execPath, [BUNDLE_ATTACK, '--target', bAddr, '--keys', path.join(A1.dir, 'site-keys.json'), '--cases', refusedCases.join(',')], { timeoutMs: 150_000 });
@@ -575,15 +595,15 @@ const connect = (t) => new Promise(resolve => {
       table.push(`${c}: ${l!.reply != null ? JSON.stringify(l!.reply) : `stream ${l!.error}`}`);
     }
     report(`hostile bundles at B1:\n    ${table.join('\n    ')}`);
-    // stream-level refusals (no reply possible before a header is accepted, or a sender over its declared size)
-    const streamLevel = new Set(['header-total-over-limit', 'more-bytes-than-total']);
+    // stream-level refusals (no reply possible before a header is accepted)
+    const streamLevel = new Set(['header-offset-over-limit']);
     const expectReason: Record<string, RegExp> = {
-      'random-bytes': /malformed-header/, truncated: /truncated/, 'flipped-byte': /decrypt-failed/, 'not-a-tar': /malformed-tar|missing-manifest/,
+      'random-bytes': /malformed-header/, 'flipped-byte': /decrypt-failed/, 'not-a-tar': /malformed-tar|missing-manifest/,
       'no-manifest': /missing-manifest/, 'manifest-not-json': /malformed-manifest/, 'bad-job-spec': /unknown field|bogus/, 'wrong-recipient': /wrong-recipient/,
       'manifest-path-dotdot': /bad-path/, 'manifest-path-absolute': /bad-path/, 'tar-entry-dotdot': /bad-path/, 'tar-entry-absolute': /bad-path|unexpected-file/,
       'original-dotdot': /bad-path/, 'job-input-dotdot': /inputs\[1\]\.path/, 'symlink-entry': /bad-entry-type/, 'hardlink-entry': /bad-entry-type/,
       'symlink-first': /missing-manifest/, 'directory-entry': /bad-entry-type/, 'file-over-declared-size': /size-mismatch/, 'declared-file-too-large': /file-too-large/,
-      'manifest-too-large': /manifest-too-large/, 'signed-by-other-key': /bad-signature/, 'signature-garbage': /bad-signature/,
+      'manifest-too-large': /manifest-too-large/, 'bytes-after-final-chunk': /trailing-data/, 'signed-by-other-key': /bad-signature/, 'signature-garbage': /bad-signature/,
       'manifest-altered-after-signing': /bad-signature/, 'origin-not-federated': /untrusted-origin/, expired: /expired/, 'header-mismatch': /does not match its header/,
     };
     for (const c of refusedCases) {
@@ -592,8 +612,10 @@ const connect = (t) => new Promise(resolve => {
         expect(l.error, `${c}: the stream is reset`).toBeDefined();
         continue;
       }
-      if (c === 'partial-then-close') {
-        expect(l.reply).toMatchObject({ ok: false, reason: expect.stringMatching(/incomplete/) });
+      // a stream that ends early is kept for a resume: the receiver cannot tell a cut link from a short bundle
+      if (c === 'partial-then-close' || c === 'truncated') {
+        expect(l.reply).toMatchObject({ ok: false, resumeAt: expect.any(Number), reason: expect.stringMatching(/incomplete/) });
+        expect(l.reply.resumeAt).toBeGreaterThan(0);
         continue;
       }
       expect(l.reply, `${c}: ${JSON.stringify(l)}`).toMatchObject({ ok: true, accepted: false });
@@ -610,8 +632,13 @@ const connect = (t) => new Promise(resolve => {
     report(`B1 intake after the refused bundles: ${[...leftovers.keys()].filter((k) => !k.endsWith('/')).join(', ') || '(empty)'} (${leftBytes} bytes)`);
 
     // a valid bundle is taken once; the same bytes again are a replay
-    const replay = await A1.host.exec(process.execPath, [BUNDLE_ATTACK, '--target', bAddr, '--keys', path.join(A1.dir, 'site-keys.json'), '--cases', 'valid-then-replay'], { timeoutMs: 60_000 });
+    const replay = await A1.host.exec(process.execPath, [BUNDLE_ATTACK, '--target', bAddr, '--keys', path.join(A1.dir, 'site-keys.json'), '--cases', 'valid-then-replay,partial-then-resume'], { timeoutMs: 60_000 });
     const rl = fixtureLines(replay.stdout);
+    // a push cut off half-way resumes from the receiver's offset and is taken
+    const partial = rl.find((l) => l.case === 'partial')?.reply;
+    expect(partial, replay.stdout).toMatchObject({ ok: false, resumeAt: expect.any(Number) });
+    expect(partial.resumeAt).toBeGreaterThan(0);
+    expect(rl.find((l) => l.case === 'partial-then-resume')?.reply, replay.stdout).toMatchObject({ ok: true, accepted: true });
     expect(rl.find((l) => l.case === 'valid')?.reply, replay.stdout).toMatchObject({ ok: true, accepted: true });
     const again = rl.find((l) => l.case === 'valid-then-replay')?.reply;
     expect(again, replay.stdout).toMatchObject({ ok: true, accepted: false });
@@ -689,6 +716,17 @@ const connect = (t) => new Promise(resolve => {
     expect(add).toMatchObject({ outcome: 'reply', detail: { state: 'pending' } });
     expect((await B1.cliJson<SiteEntry[]>(['federation', 'pending'])).map((s) => s.siteId)).toContain(add!.detail.site);
     expect((await B1.cliJson<{ removed: boolean }>(['federation', 'remove', add!.detail.site])).removed).toBe(true);
+
+    // anyone may ask to federate, but the requests waiting for approval are capped (32)
+    const before = (await B1.cliJson<SiteEntry[]>(['federation', 'pending'])).length;
+    const flood = await A1.host.exec(process.execPath, [STRANGER, '--target', await B1.lanAddress(), '--add-flood', '40'], { timeoutMs: 120_000 });
+    const fl = fixtureLines(flood.stdout).find((l) => l.step === 'add-flood');
+    expect(fl, flood.stdout + flood.stderr).toBeDefined();
+    expect(fl!.detail.pending + fl!.detail.refused).toBe(40);
+    expect(fl!.detail.pending).toBe(32 - before);
+    expect(fl!.detail.lastError).toMatch(/too many requests/);
+    expect((await B1.cliJson<SiteEntry[]>(['federation', 'pending'])).length).toBe(32);
+    report(`40 federation requests from strangers: ${fl!.detail.pending} filed (cap 32, ${before} already waiting), ${fl!.detail.refused} refused: ${fl!.detail.lastError}`);
   });
 
   // ------------------------------------------------------------------ measure: dedup of a 100-file job

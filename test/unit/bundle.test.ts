@@ -15,9 +15,8 @@ import {
 } from '../../storage/site-keys.js'
 import { PendingInvites } from '../../storage/invites.js'
 import { OriginStore, OriginStoreError } from '../../storage/origin-store.js'
+import { baseOptions, inputFile, origin, remote, sha256, unpackOptions } from './bundle-fixtures.js'
 
-const origin = generateSiteKeys('origin studio')
-const remote = generateSiteKeys('remote studio')
 const other = generateSiteKeys('other studio')
 
 let root: string
@@ -26,14 +25,7 @@ afterAll(() => { rmSync(root, { recursive: true, force: true }) })
 
 // ---------------------------------------------------------------- helpers
 
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
-function inputFile (dir: string, path: string, data: Buffer, original?: string): BundleInputFile {
-  const source = join(dir, 'src', path.replace(/\//g, '__'))
-  mkdirSync(join(dir, 'src'), { recursive: true })
-  writeFileSync(source, data)
-  return { path, hash: sha256(data), size: data.byteLength, source, ...(original !== undefined ? { original } : {}) }
-}
 
 async function collect (src: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = []
@@ -68,31 +60,7 @@ function area (): { dir: string, tempDir: string } {
   return { dir, tempDir: join(dir, 'intake') }
 }
 
-function unpackOptions (tempDir: string, over: Partial<UnpackOptions> = {}): UnpackOptions {
-  return {
-    recipientEncPriv: remote.encPrivate,
-    recipientSiteId: remote.siteId,
-    trustedSigners: id => id === origin.siteId ? origin.signPublic : undefined,
-    seenNonce: () => false,
-    tempDir,
-    ...over
-  }
-}
 
-function baseOptions (files: BundleInputFile[], over: Record<string, unknown> = {}): Parameters<typeof packBundle>[0] {
-  return {
-    job: { name: 'shot 12', renderer: 'povray', frames: '1-10', scene: 'scene.pov' },
-    files,
-    signer: origin.signPrivate,
-    recipientEncPub: remote.encPublic,
-    recipientSiteId: remote.siteId,
-    jobId: 'j1',
-    originSiteId: origin.siteId,
-    createdAt: Date.now(),
-    nonce: newBundleNonce(),
-    ...over
-  }
-}
 
 const escapeName = `farmesh-escape-${randomBytes(4).toString('hex')}`
 
@@ -230,7 +198,8 @@ describe('bundle round trip', () => {
 describe('bundle resume', () => {
   it('regenerates a byte-identical stream from any offset', async () => {
     const { dir, tempDir } = area()
-    const inputs = [inputFile(dir, 'scene.pov', randomBytes(1000)), inputFile(dir, 'tex/a.png', randomBytes(300_000))]
+    // several chunks, so offsets inside the third frame exist
+    const inputs = [inputFile(dir, 'scene.pov', randomBytes(1000)), inputFile(dir, 'tex/a.png', randomBytes(4 * DEFAULT_CHUNK_SIZE))]
     const params = newStreamParams()
     const opts = baseOptions(inputs, { params })
     const full = await collect(packBundle(opts))
