@@ -182,6 +182,8 @@ export class BundleReceiver {
       header = decodeJson(await rx.readHeader(timeoutSignal(15_000)), parseBundleHeader)
     } catch (err: any) {
       rx.abort(err)
+      // the receiver leaves a stream whose sender already finished open: reset it, or the sender waits for an answer
+      if (stream.status === 'open') stream.abort(err)
       return
     }
     const path = await intake.partPath(header)

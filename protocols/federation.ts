@@ -74,7 +74,9 @@ export async function serveHello (stream: Stream, answer: (req: HelloRequest) =>
 
 // ---------------------------------------------------------------- between federated sites
 
-export interface FrameUpdate { frame: number, state: 'queued' | 'running' | 'done' | 'failed', host: string | null, attempts: number, progress: number }
+export interface FrameUpdate { frame: number, state: 'queued' | 'running' | 'done' | 'failed', host: string | null, attempts: number, progress: number, logTail?: string[] }
+export const MAX_LOG_LINES = 20
+const MAX_LOG_LINE = 1000
 export interface BillingLine { host: string, frames: number, wallSeconds: number, cpuSeconds: number }
 
 export type FederationRequest =
@@ -106,7 +108,10 @@ export function parseFederationRequest (v: unknown): FederationRequest {
       jobId: jobIdOf(o.jobId, 'jobId'),
       frames: arr(o.frames, 'frames', 100_000, (x, f) => {
         const u = obj(x, f)
-        return { frame: int(u.frame, `${f}.frame`), state: oneOf(u.state, `${f}.state`, ['queued', 'running', 'done', 'failed'] as const), host: optStr(u.host, `${f}.host`, 128) ?? null, attempts: int(u.attempts, `${f}.attempts`), progress: num(u.progress, `${f}.progress`, 0, 1) }
+        return {
+          frame: int(u.frame, `${f}.frame`), state: oneOf(u.state, `${f}.state`, ['queued', 'running', 'done', 'failed'] as const), host: optStr(u.host, `${f}.host`, 128) ?? null, attempts: int(u.attempts, `${f}.attempts`), progress: num(u.progress, `${f}.progress`, 0, 1),
+          ...(u.logTail === undefined ? {} : { logTail: arr(u.logTail, `${f}.logTail`, MAX_LOG_LINES, (x, g) => str(x, g, MAX_LOG_LINE)) })
+        }
       })
     }
     case 'finished': {

@@ -37,7 +37,7 @@ export interface JobQuery { op: 'job', id: string }
 export const CONTROL_ACTIONS = ['kill', 'retry', 'priority', 'kill-frames', 'hold', 'release', 'outsource', 'localize'] as const
 export interface ControlRequest { op: 'control', id: string, action: typeof CONTROL_ACTIONS[number], frames?: string, priority?: number, site?: string }
 /** From a job's origin: states of its frames at the site it was outsourced to. */
-export interface RemoteFramesRequest { op: 'remote-frames', id: string, frames: Array<{ frame: number, state: 'queued' | 'running' | 'done' | 'failed', host: string | null, attempts: number, progress: number }> }
+export interface RemoteFramesRequest { op: 'remote-frames', id: string, frames: Array<{ frame: number, state: 'queued' | 'running' | 'done' | 'failed', host: string | null, attempts: number, progress: number, logTail?: string[] }> }
 export interface LimitsRequest { op: 'limits', set?: { name: string, count: number } }
 export type SchedulerRequest = SubmitRequest | ReportRequest | QueryRequest | JobQuery | ControlRequest | LimitsRequest | RemoteFramesRequest
 
@@ -80,7 +80,10 @@ export function parseSchedulerRequest (v: unknown): SchedulerRequest {
         id: jobId(o.id, 'id'),
         frames: arr(o.frames, 'frames', 1_000_000, (x, f) => {
           const u = obj(x, f)
-          return { frame: int(u.frame, `${f}.frame`), state: oneOf(u.state, `${f}.state`, ['queued', 'running', 'done', 'failed'] as const), host: optStr(u.host, `${f}.host`, 128) ?? null, attempts: int(u.attempts, `${f}.attempts`), progress: num(u.progress, `${f}.progress`, 0, 1) }
+          return {
+            frame: int(u.frame, `${f}.frame`), state: oneOf(u.state, `${f}.state`, ['queued', 'running', 'done', 'failed'] as const), host: optStr(u.host, `${f}.host`, 128) ?? null, attempts: int(u.attempts, `${f}.attempts`), progress: num(u.progress, `${f}.progress`, 0, 1),
+            ...(u.logTail === undefined ? {} : { logTail: arr(u.logTail, `${f}.logTail`, 20, (x, g) => str(x, g, 1000)) })
+          }
         })
       }
     case 'report':

@@ -13,7 +13,7 @@ import { PendingInvites } from '../../storage/invites.js'
 import { OriginStore } from '../../storage/origin-store.js'
 import { exportSiteKeys, generateSiteKeys, importSiteKeys, loadSiteKeys, parseInvite, parseSiteCard, publicSiteCard, saveSiteKeys, encPublicKey, type SiteKeySet } from '../../storage/site-keys.js'
 import { BundleError, newBundleNonce, newStreamParams, packBundle, unpackBundle, exportStreamParams, importStreamParams, type BundleManifest } from '../../storage/bundle.js'
-import { HELLO_PROTOCOL, FEDERATION_PROTOCOL, callHello, serveHello, makeProof, checkProof, callFederation, serveFederation, type HelloRequest, type HelloReply, type FederationRequest, type Offer, type FrameUpdate, type BillingLine } from '../../protocols/federation.js'
+import { HELLO_PROTOCOL, FEDERATION_PROTOCOL, callHello, serveHello, makeProof, checkProof, callFederation, serveFederation, type HelloRequest, type HelloReply, type FederationRequest, type Offer, type FrameUpdate, type BillingLine, MAX_LOG_LINES } from '../../protocols/federation.js'
 import { BUNDLE_PROTOCOL, BundleReceiver, probeBundle, pushBundle, type BundleHeader, type BundleReply, type IntakeVerdict } from '../../protocols/bundle-push.js'
 import { SITE_KEYS_PROTOCOL, askSiteKeys, serveSiteKeys } from '../../protocols/site-keys.js'
 import { FEDERATION_SYNC_PROTOCOL, exchangeFederation, serveFederationSync } from '../../protocols/federation-sync.js'
@@ -47,6 +47,8 @@ import type { OriginRole } from '../origin/origin-role.js'
 export const REMOTE_OUTPUT_PROTOCOL = '/farmesh/remote-output/1.0.0'
 const SESSION_TIMEOUT_MS = 10_000
 const FRAME_FLUSH_MS = 500
+/** how often the progress and live log lines of other sites' running frames are sampled for them */
+const PROGRESS_EVERY_MS = 2_000
 /** an outsourced job whose site has not been heard of for this long, and does not answer, comes home */
 const REMOTE_SILENCE_MS = Number(process.env.FARMESH_REMOTE_TIMEOUT_MS ?? 60_000)
 const SYNC_EVERY_MS = 60_000
@@ -68,8 +70,11 @@ export class FederationRole {
   private readonly expecting = new Set<string>()
   /** jobs taken in from other sites, by our local job id */
   private readonly remote = new Map<string, RemoteJob>()
+  /** of those, the ones whose progress is still sampled */
+  private readonly unfinished = new Set<string>()
   private readonly frameQueue = new Map<string, Map<number, FrameUpdate>>()
   private flushTimer?: NodeJS.Timeout
+  private progressTimer?: NodeJS.Timeout
   private keyTimer?: NodeJS.Timeout
   private watchTimer?: NodeJS.Timeout
   private sweepTimer?: NodeJS.Timeout
@@ -117,6 +122,8 @@ export class FederationRole {
     this.node.events.on('event', (e) => { if (e.type === 'tasks') this.queueFrames(e.jobId, e.tasks) })
     this.flushTimer = setInterval(() => { void this.flushFrames() }, FRAME_FLUSH_MS)
     this.flushTimer.unref()
+    this.progressTimer = setInterval(() => { void this.sampleProgress() }, PROGRESS_EVERY_MS)
+    this.progressTimer.unref()
     this.keyTimer = setInterval(() => { void this.ensureKeys() }, 2_000)
     this.keyTimer.unref()
     this.watchTimer = setInterval(() => { void this.watchRemotes() }, Math.min(10_000, REMOTE_SILENCE_MS / 3))
@@ -139,6 +146,7 @@ export class FederationRole {
     if (this.sweepTimer != null) clearInterval(this.sweepTimer)
     if (this.syncTimer != null) clearInterval(this.syncTimer)
     if (this.flushTimer != null) clearInterval(this.flushTimer)
+    if (this.progressTimer != null) clearInterval(this.progressTimer)
     if (this.keyTimer != null) clearInterval(this.keyTimer)
   }
 
@@ -597,8 +605,9 @@ export class FederationRole {
     const job = await this.origin.outputs(jobId)
     if (job?.outsourced?.siteId !== site) throw new Error(`job ${jobId} was not outsourced to you`)
     this.heard(jobId)
-    // done is ours to say, once the output is here
-    const updates = frames.filter(f => f.state !== 'done')
+    // done is ours to say, once the output is here; until then a frame rendered there is still running here
+    const arrived = new Set(Object.values(job.outputs ?? {}).map(o => o.frame))
+    const updates = frames.map(f => f.state !== 'done' || arrived.has(f.frame) ? f : { ...f, state: 'running' as const, progress: 1 })
     if (updates.length > 0) this.toScheduler({ op: 'remote-frames', id: jobId, frames: updates }, `frame states of job ${jobId}`)
     return { ok: true }
   }
@@ -670,6 +679,7 @@ export class FederationRole {
       const local = await this.origin.submitRemote({ spec: { ...spec, remote: undefined, notify: [], after: undefined, afterFrames: undefined, uses: undefined }, inputs, scene, from: { site, jobId: m.jobId, peer } })
       const received = await this.partBytes(site, h)
       this.remote.set(local.id, { originSite: site, originJobId: m.jobId, originPeer: peer, bytesReceived: received })
+      this.unfinished.add(local.id)
       await this.origin.markRemote(local.id, { site, jobId: m.jobId, peer, bytesReceived: received })
       return { accepted: true, remoteJobId: local.id }
     } finally {
@@ -704,11 +714,30 @@ export class FederationRole {
   private remoteOf (localJobId: string): RemoteJob | undefined { return this.remote.get(localJobId) }
 
   /** Our job changed: frame states of jobs from other sites go back to their origins. */
-  private queueFrames (jobId: string, tasks: Array<{ frames: number[], state: string, host: string | null, attempts: number }>): void {
+  private queueFrames (jobId: string, tasks: Array<{ frames: number[], state: string, host: string | null, attempts: number, progress: number, logTail: string[] }>): void {
     if (this.remoteOf(jobId) == null) return
     const q = this.frameQueue.get(jobId) ?? new Map<number, FrameUpdate>()
-    for (const t of tasks) for (const f of t.frames) q.set(f, { frame: f, state: t.state as FrameUpdate['state'], host: t.host, attempts: t.attempts, progress: t.state === 'done' ? 1 : 0 })
+    for (const t of tasks) {
+      for (const f of t.frames) {
+        q.set(f, { frame: f, state: t.state as FrameUpdate['state'], host: t.host, attempts: t.attempts, progress: t.state === 'done' ? 1 : t.progress, logTail: t.logTail.slice(-MAX_LOG_LINES).map(l => l.slice(0, 1000)) })
+      }
+    }
     this.frameQueue.set(jobId, q)
+  }
+
+  /**
+   * Progress and live log lines are volatile at the scheduler (no events):
+   * sample them for the running frames of other sites' jobs taken in here.
+   */
+  private async sampleProgress (): Promise<void> {
+    for (const localId of this.unfinished) {
+      try {
+        const view = await this.client.scheduler<{ state: string, tasks: Array<{ frames: number[], state: string, host: string | null, attempts: number, progress: number, logTail: string[] }> }>({ op: 'job', id: localId })
+        if (['done', 'failed', 'killed'].includes(view.state)) { this.unfinished.delete(localId); continue }
+        const running = view.tasks.filter(t => t.state === 'running')
+        if (running.length > 0) this.queueFrames(localId, running)
+      } catch {} // no scheduler this moment: the next sample
+    }
   }
 
   private async flushFrames (): Promise<void> {
@@ -756,7 +785,11 @@ export class FederationRole {
 
   /** Rebuild the map of jobs taken in from other sites after a restart. */
   async restore (list: Array<{ id: string, remote?: { site: string, jobId: string, peer: string, bytesReceived: number } }>): Promise<void> {
-    for (const j of list) if (j.remote != null) this.remote.set(j.id, { originSite: j.remote.site, originJobId: j.remote.jobId, originPeer: j.remote.peer, bytesReceived: j.remote.bytesReceived })
+    for (const j of list) {
+      if (j.remote == null) continue
+      this.remote.set(j.id, { originSite: j.remote.site, originJobId: j.remote.jobId, originPeer: j.remote.peer, bytesReceived: j.remote.bytesReceived })
+      this.unfinished.add(j.id) // the first sample drops the finished ones
+    }
   }
 }
 

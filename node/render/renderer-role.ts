@@ -39,6 +39,9 @@ const REPORT_GIVE_UP_MS = 10 * 60_000
 /** how long an output push to the origin may take before it is kept for later */
 const ORIGIN_TIMEOUT_MS = 20_000
 
+/** lines of a running frame's output sent with its progress */
+const LIVE_LOG_LINES = 10
+
 export class RendererRole {
   private readonly running = new Map<string, Running>()
   /** finished here, result not yet acknowledged by a scheduler: still ours, so a new scheduler must not requeue it */
@@ -202,18 +205,21 @@ export class RendererRole {
         width: task.width, height: task.height, outputPattern: task.outputPattern, command: task.command, allowScripts: task.allowScripts
       }
       let lastSent = 0
+      const live: string[] = []
+      // progress and the last lines printed go to the scheduler at most twice a second (volatile there)
+      const send = (): void => {
+        const now = Date.now()
+        if (now - lastSent < 500) return
+        lastSent = now
+        void this.report({ op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId, kind: 'progress', progress: r.progress, logTail: live.slice() }, false)
+      }
       last = await runTask(adapter, rt, {
         signal: r.abort.signal,
         timeoutMs: task.timeoutSec != null ? task.timeoutSec * 1000 * (end - start + 1) : undefined,
         maxRssBytes: task.memory,
         wrap,
-        onProgress: (p) => {
-          r.progress = (n + p) / ranges.length
-          const now = Date.now()
-          if (now - lastSent < 500) return
-          lastSent = now
-          void this.report({ op: 'report', jobId: task.jobId, index: task.index, attemptId: task.attemptId, kind: 'progress', progress: r.progress }, false)
-        }
+        onProgress: (p) => { r.progress = (n + p) / ranges.length; send() },
+        onLine: (line) => { live.push(line.slice(0, 1000)); if (live.length > LIVE_LOG_LINES) live.shift(); send() }
       })
       all.push(...last.outputs)
       if (!last.ok) return last

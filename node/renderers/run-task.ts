@@ -24,6 +24,8 @@ export interface RunTaskOptions {
   timeoutMs?: number
   /** fraction of the task done, in [0, 1], never decreasing */
   onProgress?: (fraction: number) => void
+  /** every line the renderer prints (stdout and stderr), as it comes: live log views */
+  onLine?: (line: string) => void
   /** lines of stdout+stderr kept for `logTail` (default 50) */
   logTailLines?: number
   /** rewrites the command before it is spawned, e.g. to run it in a sandbox */
@@ -313,6 +315,7 @@ export async function runTask (adapter: RendererAdapter, task: RenderTask, opts:
   const onLine = (line: string, fromStderr: boolean): void => {
     log.push(line)
     if (fromStderr) lastStderr = line
+    try { opts.onLine?.(line) } catch {}
     const p = parse(line)
     if (p === undefined || !Number.isFinite(p) || p <= progress) return
     progress = Math.min(1, p)

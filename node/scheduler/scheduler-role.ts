@@ -270,7 +270,7 @@ export class SchedulerRole {
    * the remote site reports them, done once the output is stored at the
    * origin. A frame already done here stays done (committed once).
    */
-  private async remoteFrames (id: string, frames: Array<{ frame: number, state: TaskRecord['state'], host: string | null, attempts: number, progress: number }>, from: string): Promise<unknown> {
+  private async remoteFrames (id: string, frames: Array<{ frame: number, state: TaskRecord['state'], host: string | null, attempts: number, progress: number, logTail?: string[] }>, from: string): Promise<unknown> {
     const job = this.jobs.get(id)
     if (job == null) throw new ApiError(`no job ${id}`, 404)
     if (from !== job.origin) throw new ApiError('only the job\'s origin reports remote frames', 403)
@@ -279,8 +279,10 @@ export class SchedulerRole {
     const changed = new Set<TaskRecord>()
     for (const u of frames) {
       const t = byFrame.get(u.frame)
-      if (t == null || t.state === 'done') continue
-      Object.assign(t, { state: u.state, host: u.host ?? undefined, attempts: u.attempts, progress: u.progress })
+      if (t == null) continue
+      // a done frame stays done; its log tail may come after its output
+      if (t.state === 'done') { if (u.logTail != null && u.logTail.join('\n') !== (t.logTail ?? []).join('\n')) { t.logTail = u.logTail; changed.add(t) } continue }
+      Object.assign(t, { state: u.state, host: u.host ?? undefined, attempts: u.attempts, progress: u.progress, ...(u.logTail != null ? { logTail: u.logTail } : {}) })
       if (u.state === 'done') t.finishedAt = Date.now()
       changed.add(t)
     }
@@ -313,6 +315,7 @@ export class SchedulerRole {
       if (!current) return { accepted: false, reason: 'stale attempt' }
       if (req.kind === 'started') task.startedAt = Date.now()
       if (req.progress != null) task.progress = req.progress
+      if (req.logTail != null) task.logTail = req.logTail
       return { accepted: true }
     }
     return await this.serial(async () => {

@@ -422,6 +422,38 @@ plane { y, -0.8 pigment { image_map { png "${stone}" } rotate x*90 scale 1.5 } f
     expect(view.frames.every((f) => bPeers().includes(f.host as string)), JSON.stringify(view.frames)).toBe(true);
   });
 
+  it('shows remote progress and log tails at the origin, and a kill there stops the remote frames within 5 s and deletes their store', async () => {
+    const dir = path.join(work, 'slow');
+    await mkdir(dir, { recursive: true });
+    const runSh = path.join(dir, 'slow.sh');
+    await writeFile(runSh, 'echo "slow frame starting"\nfor i in $(seq 1 120); do echo "step $i"; sleep 0.5; done\necho done > "$1"\n');
+    const sub = await A1.cliJson<{ id: string; outsourcedTo: string | null }>(['submit', runSh, '--renderer', 'command', '--arg', '/bin/sh', '--arg', '{scene}', '--arg', '{output}', '--frames', '1-2', '--remote', SITE_B]);
+    expect(sub.outsourcedTo).toBe(siteB);
+    // B's frames, with the lines they print, are visible at A
+    const seen = await waitFor(async () => {
+      const v = await A1.cliJson<any>(['job', sub.id]);
+      const t = v.tasks.find((x: any) => x.state === 'running' && bPeers().includes(x.host) && x.logTail.some((l: string) => /step \d+/.test(l)));
+      return t ?? false;
+    }, { timeoutMs: 30_000, intervalMs: 300, message: 'remote log lines at A' });
+    report(`remote frame at A: host ${seen.host.slice(-8)}, log tail ${JSON.stringify(seen.logTail.slice(-2))}`);
+    const bill = await billing(sub.id);
+    const rid = bill.outsourced!.remoteJobId!;
+    const intake = [B1, B2].find((n) => n.peerId === (bill.outsourced as any).remotePeer)!;
+    expect(intake, 'the node of B that took the bundle').toBeDefined();
+    const store = path.join(intake.dir, 'origins', siteA, 'jobs', sub.id);
+    expect(existsSync(store)).toBe(true);
+
+    const t0 = Date.now();
+    const killed = await A1.cli(['kill', sub.id]);
+    expect(killed.code, killed.stderr).toBe(0);
+    const stoppedAt = await waitFor(async () => {
+      const v = await intake.cliJson<any>(['job', rid]);
+      return v.state === 'killed' && !v.tasks.some((x: any) => x.state === 'running') && !existsSync(store) ? Date.now() : false;
+    }, { timeoutMs: 15_000, intervalMs: 100, message: 'the remote job stopped and its store deleted' });
+    report(`kill at A -> remote job ${rid} killed, no frame running, store deleted at B: ${stoppedAt - t0} ms`);
+    expect(stoppedAt - t0).toBeLessThan(5_000);
+  });
+
   it('lets every escape attempt of a job outsourced to B fail, changing nothing of B outside its output', async () => {
     // another origin's store on each of B's hosts
     const fakeSite = `site-${'abcdefghijklmnopqrstuvwxyz234567'.split('').sort(() => Math.random() - 0.5).join('')}`;

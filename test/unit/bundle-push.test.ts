@@ -236,6 +236,16 @@ describe('/farmesh/bundle/1.1.0', () => {
     // not resumable: a probe finds nothing held
     expect(await probeBundle(conn, { jobId: header.jobId, nonce: header.nonce }, AbortSignal.timeout(10_000))).toBe(0)
   }, 30_000)
+
+  it('resets a push whose header is malformed at once, also when the sender has already finished', async () => {
+    await serve()
+    const t0 = Date.now()
+    // an offset beyond any bundle: refused before a part file is named
+    const err = await pushBundle(conn, { jobId: 'j1', nonce: newBundleNonce(), offset: 65 * 1024 ** 3 }, (async function * () { yield Buffer.from('x') })(), { signal: AbortSignal.timeout(20_000) }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(Error)
+    expect((err as Error).name).not.toBe('TimeoutError')
+    expect(Date.now() - t0).toBeLessThan(5_000)
+  })
 })
 
 // ---------------------------------------------------------------- ByteChannel
