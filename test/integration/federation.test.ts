@@ -18,7 +18,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PNG } from 'pngjs';
@@ -30,17 +30,8 @@ import { assertBuilt, Farm, FIXTURES, type FarmNode } from '../harness/farm.js';
 import { frameNames, outputDir, outputNames, waitForJobEnd, type JobView } from '../harness/jobs.js';
 import { createTwoLans, netnsSupported, type NetnsNode, type TwoLans } from '../harness/netns.js';
 import { waitFor } from '../harness/wait.js';
+import { onPath } from '../harness/on-path.js';
 
-function onPath(bin: string): boolean {
-  return (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
-    try {
-      accessSync(path.join(dir, bin), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
 
 const sandbox = await sandboxStatus();
 const missing = [

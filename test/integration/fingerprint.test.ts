@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { accessSync, constants, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -8,12 +8,8 @@ import {
   collectFingerprint, fingerprintChanged, probeRenderers, readLicenses, watchFingerprint
 } from '../../node/fingerprint.js'
 import type { Fingerprint } from '../../node/fingerprint-types.js'
+import { onPath } from '../harness/on-path.js'
 
-function onPath (bin: string): boolean {
-  return (process.env.PATH ?? '').split(path.delimiter).some(dir => {
-    try { accessSync(path.join(dir, bin), constants.X_OK); return true } catch { return false }
-  })
-}
 
 const hasPovray = onPath('povray')
 const hasBlender = onPath('blender')

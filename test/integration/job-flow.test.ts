@@ -14,7 +14,6 @@
  * (`npx tsc -p tsconfig.json`).
  */
 import { execFile } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -36,19 +35,10 @@ import {
 } from '../harness/jobs.js';
 import { createLan, netnsSupported, type Host, type Lan } from '../harness/netns.js';
 import { waitFor } from '../harness/wait.js';
+import { onPath } from '../harness/on-path.js';
 
 const execFileAsync = promisify(execFile);
 
-function onPath(bin: string): boolean {
-  return (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
-    try {
-      accessSync(path.join(dir, bin), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
 
 const SITE = `jobflow-${process.pid}`;
 const LICENSE = 'povray-pro';

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import { PNG } from 'pngjs'
 import type { RenderTask } from '../../node/renderers/adapter.js'
 import { blenderAdapter } from '../../node/renderers/blender.js'
@@ -10,10 +10,8 @@ import { commandAdapter } from '../../node/renderers/command.js'
 import { povrayAdapter, scratchDir } from '../../node/renderers/povray.js'
 import { adapterFor, UnknownRendererError } from '../../node/renderers/registry.js'
 import { runTask } from '../../node/renderers/run-task.js'
+import { onPath } from '../harness/on-path.js'
 
-function onPath (bin: string): boolean {
-  return (process.env.PATH ?? '').split(delimiter).some(dir => dir !== '' && existsSync(join(dir, bin)))
-}
 
 let root: string
 beforeAll(() => { root = mkdtempSync(join(tmpdir(), 'farmesh-renderers-')) })

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { accessSync, constants, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { networkInterfaces, tmpdir } from 'node:os'
-import { delimiter, join, relative } from 'node:path'
+import { join, relative } from 'node:path'
 import { PNG } from 'pngjs'
 import type { RendererAdapter, RenderTask } from '../../node/renderers/adapter.js'
 import { builtinAdapter } from '../../node/renderers/builtin.js'
@@ -13,6 +13,7 @@ import { bwrapWrap, checkSandboxOutputs, farmeshInstallPaths, remoteRunMode, san
 import { newBundleNonce, packBundle, unpackBundle, type BundleInputFile } from '../../storage/bundle.js'
 import { OriginStore, type MaterializedJob } from '../../storage/origin-store.js'
 import { generateSiteKeys, saveSiteKeys } from '../../storage/site-keys.js'
+import { onPath } from '../harness/on-path.js'
 
 /**
  * Remote work in the real sandbox: a job's own process tries everything the
@@ -27,9 +28,6 @@ const status = await sandboxStatus()
 const skipNote = status.available ? '' : ` — SKIPPED: ${status.reason ?? 'bubblewrap unavailable'} (apt-get install -y bubblewrap)`
 if (!status.available) console.warn(`sandbox tests skipped: ${status.reason}`)
 
-function onPath (bin: string): boolean {
-  return (process.env.PATH ?? '').split(delimiter).some(dir => dir !== '' && existsSync(join(dir, bin)))
-}
 
 /** /var/tmp when we can: under /tmp every parent of the job would sit on the sandbox's own writable /tmp. */
 function scratchRoot (): string {
