@@ -29,7 +29,7 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import { join } from 'node:path'
 import {
-  api, CLI, cleanEnv, maxOf, median, MiB, procMem, removeTempDir, REPO_ROOT, sleep, spawnTracked, stopAll, stopTracked, tempDir, waitApi, waitFor,
+  api, CLI, cleanEnv, maxOf, median, MiB, procMem, removeTempDir, REPO_ROOT, sleep, spawnTracked, startLocalNode, stopAll, stopTracked, tempDir, waitApi, waitFor,
   type Bench, type BenchOptions, type BenchResult, type Figure, type LocalNode, type Tracked
 } from './common.js'
 
@@ -137,14 +137,6 @@ function memSampler (pids: number[], everyMs = 100): { stop: () => Promise<numbe
   return { stop: async () => { on = false; await loop; return samples } }
 }
 
-/** startLocalNode without --quiet: A's push log lines (and the reasons of interrupted pushes) end up in the tail. */
-function startNode (site: string): LocalNode {
-  const data = tempDir('node')
-  const t = spawnTracked(process.execPath, [CLI, 'start', '--data', data, '--site', site, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--slots', '1'], { cwd: REPO_ROOT })
-  t.proc.stdout?.on('data', (buf: Buffer) => { t.tail.push(...buf.toString().split('\n').filter(Boolean)); if (t.tail.length > 40) t.tail.splice(0, t.tail.length - 40) })
-  return { ...t, data, spawnedAt: Date.now() }
-}
-
 interface Rep { bytes: number, pushMs: number, submitMs: number, scpMs: number | null, scpBytes: number, idle: [number, number], peak: [number, number], after: [number, number], rendered: string }
 
 export const bundleThroughput: Bench = {
@@ -161,8 +153,9 @@ export const bundleThroughput: Bench = {
     const siteB = `bench-b-${tag}`
     const results: Rep[] = []
     try {
-      const a = startNode(siteA)
-      const b = startNode(siteB)
+      // verbose: A's push log lines (and the reasons of resumed pushes) end up in the tail
+      const a = startLocalNode({ site: siteA, slots: 1, verbose: true })
+      const b = startLocalNode({ site: siteB, slots: 1, verbose: true })
       nodes.push(a, b)
       const [ia, ib] = await Promise.all([waitApi(a), waitApi(b)])
       // the elected scheduler creates the site identity a few seconds after start

@@ -273,12 +273,14 @@ export interface LocalNodeOptions {
   peers?: string[]
   data?: string
   extra?: string[]
+  /** keep the node's info log (its tail shows in notes); default: --quiet */
+  verbose?: boolean
 }
 
 /** `farmesh start` on loopback: never mDNS, explicit peers only. */
 export function startLocalNode (o: LocalNodeOptions): LocalNode {
   const data = o.data ?? tempDir('node')
-  const args = [CLI, 'start', '--data', data, '--site', o.site, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--slots', String(o.slots), '--quiet']
+  const args = [CLI, 'start', '--data', data, '--site', o.site, '--no-mdns', '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--slots', String(o.slots), ...(o.verbose === true ? [] : ['--quiet'])]
   for (const p of o.peers ?? []) args.push('--peer', p)
   args.push(...(o.extra ?? []))
   const spawnedAt = Date.now()
